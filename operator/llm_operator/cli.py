@@ -1,0 +1,183 @@
+"""`llmctl`: the one command line for the whole product."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm_operator import __version__
+
+
+def _state_root() -> Path:
+    env = os.environ.get("LLMCTL_STATE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "triton-llm-operator"
+
+
+def _cluster(args: argparse.Namespace) -> object:
+    from llm_operator.dev import LocalCluster
+
+    return LocalCluster(
+        state_dir=_state_root() / args.name,
+        kubeconfig=Path(args.kubeconfig) if getattr(args, "kubeconfig", None) else None,
+        profile=Path(args.node_profile) if getattr(args, "node_profile", None) else None,
+        gpu_nodes=getattr(args, "gpu_nodes", None),
+        spot_nodes=getattr(args, "spot_nodes", None),
+        cpu_nodes=getattr(args, "cpu_nodes", None),
+        log=lambda msg: print(f"  {msg}", file=sys.stderr),
+    )
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    from llm_operator.dev import BinariesError, ClusterError, LocalCluster, NodeProfileError
+
+    cluster = _cluster(args)
+    assert isinstance(cluster, LocalCluster)
+    try:
+        info = cluster.up(timeout=args.timeout)
+    except (ClusterError, BinariesError, NodeProfileError) as exc:
+        print(f"llmctl dev up: {exc}", file=sys.stderr)
+        return 1
+    print(f"cluster '{info.name}' is up in {info.ready_seconds}s: {info.server} ({len(info.nodes)} fake nodes)")
+    print(f"kubeconfig: {info.kubeconfig}")
+    print(f"  export KUBECONFIG={info.kubeconfig}")
+    print(f"  export PATH={info.bin_dir}:$PATH   # kubectl, helm")
+    return 0
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    from llm_operator.dev import LocalCluster
+
+    cluster = _cluster(args)
+    assert isinstance(cluster, LocalCluster)
+    had = cluster.info() is not None
+    cluster.down()
+    print(f"cluster '{args.name}' {'stopped and removed' if had else 'was not running'}")
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    from llm_operator.dev import LocalCluster
+    from llm_operator.dev._cluster import _alive
+
+    cluster = _cluster(args)
+    assert isinstance(cluster, LocalCluster)
+    info = cluster.info()
+    if info is None:
+        print(f"cluster '{args.name}' is not running")
+        return 1
+    for name, pid in info.pids.items():
+        print(f"{name:<26} pid {pid:<8} {'running' if _alive(pid) else 'DEAD'}")
+    print(f"kubeconfig: {info.kubeconfig}")
+    return 0 if all(_alive(p) for p in info.pids.values()) else 1
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from llm_operator._crd import crd_yaml
+
+    text = crd_yaml()
+    if args.check:
+        target = Path(args.output or "crds/llmdeployments.serving.llmops.dev.yaml")
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is out of date; regenerate it with: llmctl crd -o {target}", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from llm_operator.builders import render_file
+
+    try:
+        sys.stdout.write(render_file(Path(args.filename)))
+    except (OSError, ValueError) as exc:
+        print(f"llmctl render: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llm_operator.operator import run_operator
+
+    return run_operator(
+        namespaces=args.namespace or [],
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        verbose=args.verbose,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llm_runtime.cli import run_serve
+
+    return run_serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmctl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llmctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="a real local Kubernetes control plane with fake GPU nodes")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    for action, func, helptext in (
+        ("up", _dev_up, "start etcd, kube-apiserver, controller-manager, scheduler and kwok on 127.0.0.1"),
+        ("down", _dev_down, "stop every process `dev up` started and remove its state"),
+        ("status", _dev_status, "show the cluster's processes"),
+    ):
+        p = dev_sub.add_parser(action, help=helptext, description=helptext)
+        p.add_argument("--name", default="dev", help="cluster name; state lives in $LLMCTL_STATE_DIR/NAME")
+        p.add_argument("--kubeconfig", help="where to write the kubeconfig (default: STATE/kubeconfig)")
+        p.set_defaults(func=func)
+        if action == "up":
+            p.add_argument("--gpu-nodes", type=int, help="on-demand GPU nodes (default from the profile: 4)")
+            p.add_argument("--spot-nodes", type=int, help="spot GPU nodes, tainted llmops.dev/spot (default 2)")
+            p.add_argument("--cpu-nodes", type=int, help="CPU-only nodes (default 2)")
+            p.add_argument("--node-profile", help="YAML node-profile file (see e2e/nodes/default.yaml)")
+            p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+
+    crd = sub.add_parser("crd", help="print the LLMDeployment CRD generated from the API models")
+    crd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    crd.add_argument("--check", action="store_true", help="exit 1 if the file differs from the models")
+    crd.set_defaults(func=_crd)
+
+    render = sub.add_parser("render", help="print the manifests the operator would create, with no cluster")
+    render.add_argument("-f", "--filename", required=True, help="YAML file with one or more LLMDeployments")
+    render.set_defaults(func=_render)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_run)
+
+    serve = sub.add_parser("serve", help="serve a model locally with the real tritonserver")
+    try:
+        from llm_runtime.cli import add_serve_arguments
+    except ImportError:  # the runtime package is optional at import time
+        serve.add_argument("rest", nargs=argparse.REMAINDER)
+    else:
+        add_serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,424 @@
+"""Start and stop a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_operator.dev._binaries import resolve_bin_dir
+from llm_operator.dev._nodes import build_nodes, load_profile
+from llm_operator.dev._paths import e2e_dir
+from llm_operator.dev._pki import make_pki
+
+STATE_FILE = "cluster.json"
+# Start order; `down` stops them in reverse so nothing reconnects to a dead dependency and logs noise.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be started or stopped; the message says which component and why."""
+
+
+@dataclass
+class ClusterInfo:
+    name: str
+    state_dir: str
+    kubeconfig: str
+    server: str
+    bin_dir: str
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+    ready_seconds: float = 0.0
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterInfo | None:
+        try:
+            return cls(**json.loads((state_dir / STATE_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class LocalCluster:
+    """One local cluster, identified by its state folder (which holds certs, etcd data, logs, kubeconfig)."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        kubeconfig: Path | None = None,
+        bin_dir: Path | None = None,
+        profile: Path | None = None,
+        gpu_nodes: int | None = None,
+        spot_nodes: int | None = None,
+        cpu_nodes: int | None = None,
+        extra_apiserver_args: Sequence[str] = (),
+        log: Callable[[str], None] = lambda msg: None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.kubeconfig = (kubeconfig or self.state_dir / "kubeconfig").resolve()
+        self._bin_dir = bin_dir
+        self._profile = profile
+        self._sizes = {"gpu_nodes": gpu_nodes, "spot_nodes": spot_nodes, "cpu_nodes": cpu_nodes}
+        self._extra_apiserver_args = tuple(extra_apiserver_args)
+        self._log = log
+        self._ssl: ssl.SSLContext | None = None
+
+    # ---------------------------------------------------------------- public
+
+    def info(self) -> ClusterInfo | None:
+        return ClusterInfo.load(self.state_dir)
+
+    def up(self, *, timeout: float = 180.0) -> ClusterInfo:
+        existing = self.info()
+        if existing and all(_alive(pid) for pid in existing.pids.values()) and existing.pids:
+            self._log(f"cluster already running (state {self.state_dir})")
+            return existing
+        if existing:
+            self.down()
+        started = time.monotonic()
+        bin_dir = (self._bin_dir or resolve_bin_dir()).resolve()
+        profile = load_profile(self._profile or e2e_dir() / "nodes" / "default.yaml")
+        nodes = build_nodes(profile, **self._sizes)  # validate before starting anything
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        pki = self.state_dir / "pki"
+        make_pki(pki)
+        ports = {
+            "etcd": free_port(),
+            "etcd-peer": free_port(),
+            "kube-apiserver": free_port(),
+            "kube-controller-manager": free_port(),
+            "kube-scheduler": free_port(),
+            "kwok": free_port(),
+        }
+        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        info = ClusterInfo(
+            name=self.state_dir.name,
+            state_dir=str(self.state_dir),
+            kubeconfig=str(self.kubeconfig),
+            server=server,
+            bin_dir=str(bin_dir),
+            ports=ports,
+            started_at=time.time(),
+        )
+        info.save()
+        try:
+            self._write_kubeconfig(server=server, pki=pki)
+            self._start(info, "etcd", self._etcd_args(ports), bin_dir)
+            self._wait(info, "etcd", lambda: self._http_ok(f"http://127.0.0.1:{ports['etcd']}/health"), timeout)
+            self._start(info, "kube-apiserver", self._apiserver_args(ports, pki), bin_dir)
+            self._wait(info, "kube-apiserver", lambda: self._api_ok("/readyz"), timeout)
+            self._start(info, "kube-controller-manager", self._kcm_args(ports, pki), bin_dir)
+            self._start(info, "kube-scheduler", self._scheduler_args(ports), bin_dir)
+            self._start(info, "kwok", self._kwok_args(ports), bin_dir)
+            for node in nodes:
+                self._api("POST", "/api/v1/nodes", node)
+            info.nodes = [n["metadata"]["name"] for n in nodes]
+            info.save()
+            self._wait(info, "kube-controller-manager", lambda: self._healthz(ports["kube-controller-manager"]), timeout)
+            self._wait(info, "kube-scheduler", lambda: self._healthz(ports["kube-scheduler"]), timeout)
+            self._wait(info, "kwok (nodes Ready)", lambda: self._nodes_ready(info.nodes), timeout)
+            # Pods are refused until the ServiceAccount controller made the namespace's default account.
+            self._wait(
+                info,
+                "kube-controller-manager (default ServiceAccount)",
+                lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+                timeout,
+            )
+        except BaseException:
+            self.down(keep_logs=True)
+            raise
+        info.ready_seconds = round(time.monotonic() - started, 2)
+        info.save()
+        return info
+
+    def down(self, *, keep_logs: bool = False) -> None:
+        info = self.info()
+        if info is not None:
+            for name in reversed(COMPONENTS):
+                pid = info.pids.get(name)
+                if pid:
+                    self._stop(pid)
+        if keep_logs:
+            # Leave logs for the error message; drop everything else (etcd data, keys).
+            for child in self.state_dir.iterdir() if self.state_dir.exists() else []:
+                if child.name != "logs":
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if self.kubeconfig.parent != self.state_dir:
+                self.kubeconfig.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- processes
+
+    def _start(self, info: ClusterInfo, name: str, args: list[str], bin_dir: Path) -> None:
+        binary = bin_dir / ("etcd" if name == "etcd" else name)
+        logfile = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [str(binary), *args],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.state_dir,
+            # Own session: the cluster outlives `llmctl dev up`, and Ctrl-C in the shell does not hit it.
+            start_new_session=True,
+        )
+        logfile.close()
+        info.pids[name] = proc.pid
+        info.save()
+        self._log(f"started {name} (pid {proc.pid})")
+
+    @staticmethod
+    def _stop(pid: int, grace: float = 10.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def _wait(self, info: ClusterInfo, what: str, check: Callable[[], bool], timeout: float) -> None:
+        component = what.split(" ")[0]
+        pid = info.pids.get(component)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pid is not None and not _alive(pid):
+                raise ClusterError(
+                    f"{component} exited during start-up; last log lines "
+                    f"({self.state_dir / 'logs' / (component + '.log')}):\n"
+                    f"{_tail(self.state_dir / 'logs' / f'{component}.log')}"
+                )
+            if check():
+                self._log(f"{what} ready")
+                return
+            time.sleep(0.1)
+        raise ClusterError(
+            f"{what} not ready after {timeout:.0f}s; last log lines:\n"
+            f"{_tail(self.state_dir / 'logs' / f'{component}.log')}"
+        )
+
+    # ---------------------------------------------------------------- flags
+
+    def _etcd_args(self, ports: Mapping[str, int]) -> list[str]:
+        client = f"http://127.0.0.1:{ports['etcd']}"
+        return [
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls=http://127.0.0.1:{ports['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd-peer']}",
+            f"--initial-cluster=default=http://127.0.0.1:{ports['etcd-peer']}",
+            # A throwaway dev/test store: durability is not worth the fsync latency.
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, ports: Mapping[str, int], pki: Path) -> list[str]:
+        return [
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--endpoint-reconciler-type=none",
+            "--v=0",
+            *self._extra_apiserver_args,
+        ]
+
+    def _component_kubeconfig_args(self) -> list[str]:
+        kc = str(self.kubeconfig)
+        return [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}"]
+
+    def _kcm_args(self, ports: Mapping[str, int], pki: Path) -> list[str]:
+        return [
+            *self._component_kubeconfig_args(),
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-controller-manager']}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-persistentvolume-binder",
+            # Faster than the 15 s default so autoscaling tests observe decisions quickly.
+            "--horizontal-pod-autoscaler-sync-period=5s",
+            "--v=0",
+        ]
+
+    def _scheduler_args(self, ports: Mapping[str, int]) -> list[str]:
+        return [
+            *self._component_kubeconfig_args(),
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-scheduler']}",
+            "--leader-elect=false",
+            "--v=0",
+        ]
+
+    def _kwok_args(self, ports: Mapping[str, int]) -> list[str]:
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config={e2e_dir() / 'kwok' / 'stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.0.1",
+        ]
+
+    def _write_kubeconfig(self, *, server: str, pki: Path) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "llmctl", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}
+            ],
+            "users": [
+                {
+                    "name": "llmctl-admin",
+                    "user": {
+                        "client-certificate": str(pki / "admin.crt"),
+                        "client-key": str(pki / "admin.key"),
+                    },
+                }
+            ],
+            "contexts": [{"name": "llmctl", "context": {"cluster": "llmctl", "user": "llmctl-admin"}}],
+            "current-context": "llmctl",
+        }
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._ssl = None
+
+    # ---------------------------------------------------------------- HTTP
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            pki = self.state_dir / "pki"
+            ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+            self._ssl = ctx
+        return self._ssl
+
+    def _api(self, method: str, path: str, body: Any = None) -> Any:
+        info = self.info()
+        assert info is not None
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(info.server + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, context=self._context(), timeout=10) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ClusterError(f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}") from exc
+
+    def _api_ok(self, path: str) -> bool:
+        try:
+            self._api("GET", path)
+        except (ClusterError, OSError):
+            return False
+        return True
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    @staticmethod
+    def _healthz(port: int) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # self-signed serving cert on loopback; only liveness is read
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def _nodes_ready(self, names: Sequence[str]) -> bool:
+        try:
+            items = self._api("GET", "/api/v1/nodes")["items"]
+        except (ClusterError, OSError):
+            return False
+        ready = {
+            n["metadata"]["name"]
+            for n in items
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        }
+        return set(names) <= ready
