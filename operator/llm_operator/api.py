@@ -1,0 +1,757 @@
+"""The LLMDeployment API (serving.llmops.dev/v1alpha1): the single source of truth for the CRD.
+
+`_crd.py` turns these models into the CRD's OpenAPI schema; `builders.py` reads them to render children.
+Cross-field rules are declared once as `CelRule`s: the CEL expression goes into the CRD's
+`x-kubernetes-validations` (so the API server rejects bad objects), and the Python mirror runs in a pydantic
+validator with the *same message* (so `llmctl render` rejects them identically without a cluster).
+
+Field descriptions are the attribute docstrings (`use_attribute_docstrings`), which is what
+`kubectl explain llmd.spec...` prints, so they are written for users.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "serving.llmops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LLMDeployment"
+PLURAL = "llmdeployments"
+SINGULAR = "llmdeployment"
+SHORT_NAMES = ("llmd",)
+
+# Node label / taint contract shared with the test cluster and documented in docs/api.md.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+CAPACITY_TYPE_LABEL = "llmops.dev/capacity-type"
+SPOT_TAINT_KEY = "llmops.dev/spot"
+
+URI_SCHEMES = ("hf", "s3", "gs", "oci", "pvc")
+# Kept identical in CEL (RE2) and Python (re): no look-arounds, no backreferences.
+# No backslashes: these are embedded in single-quoted CEL strings, where `\s` would be an invalid escape.
+URI_PATTERN = r"^(hf|s3|gs|oci|pvc)://[^ ]+$"
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^ ]*)?$"
+PARAMETER_KEY_PATTERN = r"^[A-Za-z0-9_.-]+$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+# tritonserver flags the operator sets itself; letting runtime.args override them would break probes,
+# the Service or graceful shutdown in ways that are hard to diagnose from the pod.
+RESERVED_TRITON_FLAGS = (
+    "--model-repository",
+    "--model-store",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--exit-timeout-secs",
+)
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One cross-field rule, enforced by the API server (CEL) and by pydantic (`check`) with one message."""
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool]
+    field_path: str | None = None
+    reason: str | None = None
+
+    def as_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _add_cel(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    rules: tuple[CelRule, ...] = getattr(cls, "__cel_rules__", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [r.as_schema() for r in rules]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra=_add_cel,
+        validate_default=False,
+    )
+
+    __cel_rules__: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cel_mirror(self) -> Any:
+        for rule in type(self).__cel_rules__:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        """camelCase JSON form without unset optionals, as the API server would store it."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _check_quantity(field: str, value: str | int) -> None:
+    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{field}: {value!r} is not a Kubernetes quantity (examples: 500m, 8, 32Gi)")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{field}: {value!r} must not be negative")
+
+
+# Same shape controller-gen emits for resource.Quantity: int-or-string with the quantity pattern.
+Quantity = Annotated[
+    str | int,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+ShortMap = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=1024)]
+    ],
+    Field(max_length=32),
+]
+
+
+def _validate_quantities(model: BaseModel, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(model, name)
+        if value is not None:
+            _check_quantity(f"{prefix}.{to_camel(name)}", value)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class LocalObjectReference(_Model):
+    """A reference to an object in the same namespace."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+    """Name of the object in the LLMDeployment's namespace."""
+
+
+class PVCSource(_Model):
+    """Model weights already present on a PersistentVolumeClaim."""
+
+    claim_name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+    """Name of the PersistentVolumeClaim in the LLMDeployment's namespace."""
+    path: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Directory inside the volume that holds the model (mounted as a subPath); empty for the volume root."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!self.path.startsWith('/') && !self.path.contains('..')",
+            message="spec.model.pvc.path must be relative to the volume root and must not contain '..'",
+            check=lambda s: not s.path.startswith("/") and ".." not in s.path,
+            field_path=".path",
+        ),
+    )
+
+
+def _model_source_count(m: ModelSpec) -> int:
+    return int(m.uri is not None) + int(m.pvc is not None)
+
+
+class ModelSpec(_Model):
+    """Which model to serve and where its weights come from. Set exactly one source: `uri` or `pvc`."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=MODEL_NAME_PATTERN)]
+    """Served model name: the Triton model name clients put in `/v2/models/<name>/...` requests."""
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    """Where the weights come from: `hf://<org>/<repo>`, `s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`,
+    `oci://<registry>/<repository>:<tag>`, or `pvc://<claim>/<path>` (shorthand for `pvc`). Remote sources are
+    downloaded by an init container into a per-pod volume before Triton starts."""
+    pvc: PVCSource | None = None
+    """Weights already on a PersistentVolumeClaim, mounted read-only; nothing is downloaded."""
+    revision: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    """Hugging Face revision (branch, tag or commit) to download; only valid with `hf://`. Pin a commit for
+    reproducible rollouts."""
+    secret_ref: LocalObjectReference | None = None
+    """Secret whose keys become environment variables of the download step (e.g. `HF_TOKEN`,
+    `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_ENDPOINT_URL`, `GOOGLE_APPLICATION_CREDENTIALS_JSON`,
+    `OCI_USERNAME`/`OCI_PASSWORD`). Credentials are only accepted by reference, never inline."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.uri) != has(self.pvc)",
+            message="exactly one model source is required: set spec.model.uri or spec.model.pvc, not both "
+            "and not neither",
+            check=lambda s: _model_source_count(s) == 1,
+        ),
+        CelRule(
+            rule=f"!has(self.uri) || self.uri.matches('{URI_PATTERN}')",
+            message="spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc:// and contain "
+            "no spaces",
+            check=lambda s: s.uri is None or re.match(URI_PATTERN, s.uri) is not None,
+            field_path=".uri",
+        ),
+        CelRule(
+            rule=f"!has(self.uri) || !self.uri.startsWith('pvc://') || self.uri.matches('{PVC_URI_PATTERN}')",
+            message="spec.model.uri: a pvc:// URI must be pvc://<claim-name>/<path> with a lowercase "
+            "DNS-1123 claim name",
+            check=lambda s: (
+                s.uri is None
+                or not s.uri.startswith("pvc://")
+                or re.match(PVC_URI_PATTERN, s.uri) is not None
+            ),
+            field_path=".uri",
+        ),
+        CelRule(
+            rule="!has(self.revision) || (has(self.uri) && self.uri.startsWith('hf://'))",
+            message="spec.model.revision is only supported for hf:// URIs; put the version in the URI or "
+            "path for other sources",
+            check=lambda s: s.revision is None or (s.uri is not None and s.uri.startswith("hf://")),
+            field_path=".revision",
+        ),
+        CelRule(
+            rule="!has(self.secretRef) || (has(self.uri) && !self.uri.startsWith('pvc://'))",
+            message="spec.model.secretRef is only used to download remote models; remove it for PVC sources",
+            check=lambda s: s.secret_ref is None or (s.uri is not None and not s.uri.startswith("pvc://")),
+            field_path=".secretRef",
+        ),
+    )
+
+    def pvc_source(self) -> PVCSource | None:
+        """The PVC holding the weights, from `pvc` or a `pvc://claim/path` URI; None for remote sources."""
+        if self.pvc is not None:
+            return self.pvc
+        if self.uri is not None and self.uri.startswith("pvc://"):
+            claim, _, path = self.uri.removeprefix("pvc://").partition("/")
+            return PVCSource(claim_name=claim, path=path.strip("/"))
+        return None
+
+    @property
+    def scheme(self) -> str:
+        if self.uri is None:
+            return "pvc"
+        return self.uri.split("://", 1)[0]
+
+
+# --------------------------------------------------------------------------------------------- runtime
+
+Backend = Literal["python", "vllm", "tensorrtllm"]
+DType = Literal["auto", "float16", "bfloat16", "float32"]
+
+
+class EnvVar(_Model):
+    """An environment variable for the Triton container."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN)]
+    """Variable name."""
+    value: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """Literal value. Put secrets in a Secret and reference it from the model's `secretRef` instead."""
+
+
+class RuntimeSpec(_Model):
+    """How Triton serves the model: backend, image, parallelism, batching and queueing."""
+
+    backend: Backend = "python"
+    """Triton backend: `python` (this project's torch runtime, `llm_runtime`), `vllm` (Triton's vLLM
+    backend) or `tensorrtllm` (TensorRT-LLM engines, which `model` must point at)."""
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    """Triton server image. Defaults per backend: python uses the project's runtime image, vllm
+    `nvcr.io/nvidia/tritonserver:<release>-vllm-python-py3`, tensorrtllm `...-trtllm-python-py3`."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the image. Triton images are several GB: keep `IfNotPresent` with pinned
+    tags."""
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=8)] = Field(
+        default_factory=list
+    )
+    """Secrets for pulling the image from a private registry (e.g. nvcr.io)."""
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    """GPUs one model instance is sharded across. Whole-GPU count must be a multiple of it; extra multiples
+    run additional instances in the same pod."""
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Most sequences the engine batches at once (python: Triton `max_batch_size`; vllm: `max_num_seqs`;
+    tensorrtllm: `triton_max_batch_size`)."""
+    max_queue_size: Annotated[int, Field(ge=0, le=1000000)] = 128
+    """Requests allowed to wait in Triton's queue before new ones get HTTP 503 / gRPC UNAVAILABLE; 0 means
+    unbounded. Bounded queues shed load instead of timing out every request. Not used by vllm, which
+    queues inside the engine."""
+    queue_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = 0
+    """Seconds a request may wait in Triton's queue before it is rejected; 0 means no timeout. Not used by
+    vllm."""
+    dtype: DType = "auto"
+    """Weight and activation dtype; `auto` uses the checkpoint's dtype."""
+    parameters: Annotated[
+        dict[
+            Annotated[str, StringConstraints(max_length=128)],
+            Annotated[str, StringConstraints(max_length=1024)],
+        ],
+        Field(max_length=64),
+    ] = Field(default_factory=dict)
+    """Backend parameters. vllm: extra `AsyncEngineArgs` written to `model.json` (values that parse as JSON,
+    such as `0.85` or `true`, are written as JSON); python and tensorrtllm: `parameters` in `config.pbtxt`."""
+    args: Annotated[list[Annotated[str, StringConstraints(max_length=1024)]], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Extra `tritonserver` command-line arguments, e.g. `--log-verbose=1`. The model repository, ports and
+    exit timeout are set by the operator and cannot be overridden here."""
+    env: Annotated[
+        list[EnvVar],
+        Field(
+            max_length=64,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] = Field(default_factory=list)
+    """Extra environment variables for the Triton container."""
+    exit_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    """`--exit-timeout-secs`: how long Triton lets in-flight generations finish after SIGTERM. The pod's
+    termination grace period is derived from it, so set it to your longest expected generation."""
+    startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """Budget for download plus model load before the startup probe gives up and restarts the container.
+    Large models from remote storage can need tens of minutes."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule=f"self.parameters.all(k, k.matches('{PARAMETER_KEY_PATTERN}'))",
+            message="spec.runtime.parameters keys may only contain letters, digits, '_', '.' and '-'",
+            check=lambda s: all(re.match(PARAMETER_KEY_PATTERN, k) for k in s.parameters),
+            field_path=".parameters",
+        ),
+        CelRule(
+            rule="self.args.all(a, "
+            + " && ".join(f"!a.startsWith('{f}')" for f in RESERVED_TRITON_FLAGS)
+            + ")",
+            message="spec.runtime.args must not set "
+            + ", ".join(RESERVED_TRITON_FLAGS)
+            + ": the operator owns them (use spec.runtime.exitTimeoutSeconds for the exit timeout)",
+            check=lambda s: all(not a.startswith(RESERVED_TRITON_FLAGS) for a in s.args),
+            field_path=".args",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_env(self) -> RuntimeSpec:
+        # The CRD declares env as a map-list keyed by name, so the API server reports duplicates itself.
+        names = [e.name for e in self.env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"spec.runtime.env has duplicate names {dupes}; each variable may appear once")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- resources
+
+
+class GPUResources(_Model):
+    """Whole GPUs per replica."""
+
+    count: Annotated[int, Field(ge=1, le=16)] = 1
+    """Whole GPUs (`nvidia.com/gpu`) per replica; must be a multiple of `spec.runtime.tensorParallelSize`."""
+    product: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_VALUE)] | None = None
+    """GPU model the pods must land on: the `nvidia.com/gpu.product` node label set by GPU Feature Discovery,
+    e.g. `NVIDIA-H100-80GB-HBM3` or `NVIDIA-A100-SXM4-80GB`. Any GPU when unset."""
+
+
+class MIGResources(_Model):
+    """A slice of a MIG-partitioned GPU (GPU operator's mixed strategy: `nvidia.com/mig-<profile>`)."""
+
+    profile: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=MIG_PROFILE_PATTERN)]
+    """MIG profile, e.g. `1g.10gb`, `3g.40gb` or `1g.10gb+me`; requested as `nvidia.com/mig-<profile>`."""
+    count: Annotated[int, Field(ge=1, le=7)] = 1
+    """Slices of that profile per replica. One model instance uses one slice: MIG slices cannot be combined
+    with tensor parallelism."""
+    product: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_VALUE)] | None = None
+    """Parent GPU model (`nvidia.com/gpu.product` node label), e.g. `NVIDIA-A100-SXM4-80GB`. Any when
+    unset."""
+
+
+class ResourcesSpec(_Model):
+    """Compute per replica. Set `gpu` for whole GPUs or `mig` for a MIG slice; with neither the model runs on
+    CPU (python backend only: useful for tests and tiny models)."""
+
+    gpu: GPUResources | None = None
+    """Whole GPUs per replica."""
+    mig: MIGResources | None = None
+    """A MIG slice per replica instead of whole GPUs."""
+    cpu: Quantity | None = None
+    """CPU request and limit per replica, e.g. `8`. Unset leaves it to the namespace's LimitRange."""
+    memory: Quantity | None = None
+    """Memory request and limit per replica, e.g. `64Gi`; must hold the weights while loading plus
+    `sharedMemory`."""
+    shared_memory: Quantity = "2Gi"
+    """Size of the in-memory `/dev/shm` the Triton python backend exchanges tensors through; counts against
+    `memory`."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!(has(self.gpu) && has(self.mig))",
+            message="spec.resources: set gpu (whole GPUs) or mig (a MIG slice), not both",
+            check=lambda s: not (s.gpu is not None and s.mig is not None),
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _quantities(self) -> ResourcesSpec:
+        _validate_quantities(self, "spec.resources", ("cpu", "memory", "shared_memory"))
+        return self
+
+
+# ------------------------------------------------------------------------------------------- placement
+
+CapacityType = Literal["OnDemand", "Spot", "PreferSpot"]
+
+
+class Toleration(_Model):
+    """A core/v1 Toleration."""
+
+    key: Annotated[str, StringConstraints(max_length=316)] | None = None
+    """Taint key; empty with operator Exists tolerates everything."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """`Exists` matches any value; `Equal` matches `value`."""
+    value: Annotated[str, StringConstraints(max_length=63)] | None = None
+    """Taint value for operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; all effects when unset."""
+    toleration_seconds: Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})] | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            message="a toleration with operator Exists must not set value",
+            check=lambda s: s.operator != "Exists" or not s.value,
+            field_path=".value",
+        ),
+    )
+
+
+class PlacementSpec(_Model):
+    """Where replicas may run. GPU product and spot choice are applied on top of these."""
+
+    node_selector: ShortMap = Field(default_factory=dict)
+    """Extra node labels the pods require. Use `spec.resources.gpu.product` for the GPU model."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
+    """Extra tolerations. The `nvidia.com/gpu` and spot tolerations are added by the operator."""
+    affinity: dict[str, Any] | None = None
+    """core/v1 Affinity, passed to the pods unchanged except that spot/on-demand terms are merged in;
+    validated by the API server when the Deployment is written."""
+    topology_spread_constraints: Annotated[list[dict[str, Any]], Field(max_length=8)] = Field(
+        default_factory=list
+    )
+    """core/v1 TopologySpreadConstraints. When a constraint has no labelSelector the operator selects this
+    LLMDeployment's pods."""
+    priority_class_name: (
+        Annotated[str, StringConstraints(max_length=253, pattern=DNS1123_SUBDOMAIN)] | None
+    ) = None
+    """PriorityClass of the pods, e.g. to let production models preempt batch work."""
+    capacity_type: CapacityType = "OnDemand"
+    """Spot or on-demand nodes, by the `llmops.dev/capacity-type` node label (`spot`/`on-demand`) and the
+    `llmops.dev/spot=true:NoSchedule` taint on spot nodes. `OnDemand`: never on spot nodes. `Spot`: only on
+    spot nodes. `PreferSpot`: spot nodes when available, otherwise on-demand."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule=f"!('{GPU_PRODUCT_LABEL}' in self.nodeSelector)",
+            message=f"spec.placement.nodeSelector must not set {GPU_PRODUCT_LABEL}; use "
+            "spec.resources.gpu.product (or mig.product)",
+            check=lambda s: GPU_PRODUCT_LABEL not in s.node_selector,
+            field_path=".nodeSelector",
+        ),
+        CelRule(
+            rule=f"!('{CAPACITY_TYPE_LABEL}' in self.nodeSelector)",
+            message=f"spec.placement.nodeSelector must not set {CAPACITY_TYPE_LABEL}; use "
+            "spec.placement.capacityType",
+            check=lambda s: CAPACITY_TYPE_LABEL not in s.node_selector,
+            field_path=".nodeSelector",
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ autoscaling / rollout
+
+
+class AutoscalingSpec(_Model):
+    """RESERVED: declared now, implemented by a later release; the operator ignores it today. To autoscale
+    now, point an HPA at this LLMDeployment (it has a scale subresource)."""
+
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Fewest replicas; 0 allows scale to zero."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """Most replicas."""
+    target_pending_requests: Annotated[int, Field(ge=1, le=100000)] | None = None
+    """Average pending requests per replica to hold (Triton `nv_inference_pending_request_count`)."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    """How long load must stay low before replicas are removed."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.minReplicas <= self.maxReplicas",
+            message="spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+
+class CanaryStep(_Model):
+    """One step of a canary rollout."""
+
+    weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of traffic sent to the new revision during this step (0-100)."""
+    pause_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+    """How long to hold this step before the next one; 0 waits for a manual promote."""
+
+
+class CanarySpec(_Model):
+    """Canary rollout steps."""
+
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=16)]
+    """Traffic steps; weights must be non-decreasing."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.steps.map(s, s.weight).isSorted()",
+            message="spec.rollout.canary.steps weights must be non-decreasing (e.g. 10, 25, 50, 100)",
+            check=lambda s: all(a.weight <= b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
+            field_path=".steps",
+        ),
+    )
+
+
+class RolloutSpec(_Model):
+    """RESERVED: declared now, implemented by a later release; the operator ignores it today and replaces pods
+    with a rolling update that never surges (maxSurge 0, maxUnavailable 1), so a full GPU pool cannot
+    deadlock."""
+
+    strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    """`RollingUpdate` replaces replicas in place; `Canary` shifts traffic through `canary.steps`."""
+    canary: CanarySpec | None = None
+    """Canary steps; required for, and only allowed with, strategy Canary."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="(self.strategy == 'Canary') == has(self.canary)",
+            message="spec.rollout.canary is required with strategy Canary and not allowed otherwise",
+            check=lambda s: (s.strategy == "Canary") == (s.canary is not None),
+            field_path=".canary",
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------- service / monitoring
+
+
+class ServiceSpec(_Model):
+    """The Service in front of the replicas (ports http 8000, grpc 8001, metrics 8002)."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Service type."""
+    annotations: ShortMap = Field(default_factory=dict)
+    """Annotations for the Service, e.g. for a cloud load balancer."""
+
+
+class MonitoringSpec(_Model):
+    """Prometheus scraping. Emitted only when the monitoring.coreos.com CRDs exist in the cluster."""
+
+    enabled: bool = True
+    """Create a PodMonitor or ServiceMonitor for Triton's metrics port."""
+    kind: Literal["PodMonitor", "ServiceMonitor"] = "PodMonitor"
+    """Which Prometheus Operator resource to create."""
+    interval: Annotated[str, StringConstraints(max_length=16, pattern=DURATION_PATTERN)] = "15s"
+    """Scrape interval, e.g. `15s`."""
+    labels: ShortMap = Field(default_factory=dict)
+    """Labels on the monitor so that your Prometheus selects it, e.g. `release: prometheus`."""
+
+
+# ---------------------------------------------------------------------------------------------- spec
+
+
+def _gpu_tp_ok(s: LLMDeploymentSpec) -> bool:
+    tp = s.runtime.tensor_parallel_size
+    if s.resources.gpu is not None:
+        return s.resources.gpu.count % tp == 0
+    return tp == 1
+
+
+class LLMDeploymentSpec(_Model):
+    """Desired state of an LLMDeployment."""
+
+    model: ModelSpec
+    """The model to serve and where its weights come from."""
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """Triton backend, image and serving knobs."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """GPUs, CPU and memory per replica."""
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    """Node selection: extra selectors, tolerations, affinity, spreading, priority, spot preference."""
+    replicas: Annotated[int, Field(ge=0, le=1000, json_schema_extra={"format": "int32"})] = 1
+    """Number of model pods. Driven by `kubectl scale` or an HPA through the scale subresource."""
+    autoscaling: AutoscalingSpec | None = None
+    """RESERVED for a later release (no effect today)."""
+    rollout: RolloutSpec | None = None
+    """RESERVED for a later release (no effect today)."""
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    """How the model is exposed inside the cluster."""
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    """Prometheus Operator integration."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.resources.gpu) ? self.resources.gpu.count % self.runtime.tensorParallelSize == 0 "
+            ": self.runtime.tensorParallelSize == 1",
+            message="spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize "
+            "(tensor parallelism needs whole GPUs: set resources.gpu.count)",
+            check=_gpu_tp_ok,
+            field_path=".runtime.tensorParallelSize",
+        ),
+        CelRule(
+            rule="self.runtime.backend == 'python' || has(self.resources.gpu) || has(self.resources.mig)",
+            message="spec.runtime.backend vllm and tensorrtllm need a GPU: set spec.resources.gpu or "
+            "spec.resources.mig",
+            check=lambda s: (
+                s.runtime.backend == "python" or s.resources.gpu is not None or s.resources.mig is not None
+            ),
+            field_path=".resources",
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316, pattern=CONDITION_TYPE_PATTERN)]
+    """Condition type: `Ready`, `Progressing` or `Degraded`."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    observed_generation: Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})] | None = None
+    """The metadata.generation the condition was computed from."""
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """When `status` last changed (RFC 3339)."""
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)]
+    """CamelCase reason for the last transition, meant for automation and the printer column."""
+    message: Annotated[str, StringConstraints(max_length=32768)]
+    """Human-readable details, including what to do about it."""
+
+
+class Endpoints(_Model):
+    """In-cluster URLs of the model."""
+
+    http: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """Triton HTTP/REST base URL, e.g. `http://<name>.<namespace>.svc:8000`."""
+    grpc: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """Triton gRPC address, e.g. `<name>.<namespace>.svc:8001`."""
+    metrics: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """Prometheus metrics URL, e.g. `http://<name>.<namespace>.svc:8002/metrics`."""
+
+
+class LLMDeploymentStatus(_Model):
+    """Observed state, written only by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})] | None = None
+    """The metadata.generation this status describes."""
+    replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Model pods that exist, across all revisions (the scale subresource's status replicas)."""
+    ready_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Model pods whose Triton reports ready."""
+    updated_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Model pods running the current revision."""
+    selector: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Label selector of the model pods in string form, for the scale subresource and HPAs."""
+    revision: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """Hash of the current pod template (the `serving.llmops.dev/revision` label)."""
+    endpoints: Endpoints | None = None
+    """In-cluster URLs of the model's Service."""
+    gpu: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """GPUs per replica for display, e.g. `8x NVIDIA-H100-80GB-HBM3`, `1x mig-1g.10gb` or `none`."""
+    ready_text: Annotated[str, StringConstraints(max_length=32)] | None = None
+    """Ready over desired replicas for display, e.g. `2/3`."""
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            max_length=16,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        ),
+    ] = Field(default_factory=list)
+    """`Ready`, `Progressing` and `Degraded`, with reasons a person can act on."""
+
+
+# ---------------------------------------------------------------------------------------------- root
+
+
+class LLMDeployment(_Model):
+    """LLMDeployment serves one large language model on Triton Inference Server pods with GPUs."""
+
+    api_version: Literal["serving.llmops.dev/v1alpha1"] = "serving.llmops.dev/v1alpha1"
+    """APIVersion of this object: `serving.llmops.dev/v1alpha1`."""
+    kind: Literal["LLMDeployment"] = "LLMDeployment"
+    """Kind of this object: `LLMDeployment`."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Standard object metadata."""
+    spec: LLMDeploymentSpec
+    """Desired state."""
+    status: LLMDeploymentStatus | None = None
+    """Observed state, written by the operator."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!has(self.metadata.name) || (self.metadata.name.size() <= 52 && "
+            "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))",
+            message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting "
+            "with a "
+            "letter) of at most 52 characters: it names the Service and, with a revision suffix, the "
+            "Deployments",
+            check=lambda s: (
+                "name" not in s.metadata
+                or (
+                    isinstance(s.metadata["name"], str)
+                    and len(s.metadata["name"]) <= 52
+                    and re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", s.metadata["name"]) is not None
+                )
+            ),
+            # No fieldPath: metadata has no declared properties, so the API server would reject the path.
+        ),
+    )
+
+    @property
+    def name(self) -> str:
+        name = self.metadata.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("metadata.name is required")
+        return name
+
+    @property
+    def namespace(self) -> str | None:
+        ns = self.metadata.get("namespace")
+        return ns if isinstance(ns, str) and ns else None
+
+
+def parse(obj: dict[str, Any]) -> LLMDeployment:
+    """Validate one LLMDeployment object (as read from YAML or the API server)."""
+    return LLMDeployment.model_validate(obj)
