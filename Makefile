@@ -1,0 +1,46 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,runtime
+DEMO_NS ?= llm-demo
+STATE := $(or $(LLMCTL_STATE_DIR),$(HOME)/.local/state/triton-llm-operator)
+
+.PHONY: install binaries lint test test-unit demo demo-down crd clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+# Builds (first time) or reuses kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,
+# kwok and helm under ~/.cache/triton-llm-operator. LLMCTL_BIN_DIR / KUBEBUILDER_ASSETS skip the build.
+binaries:
+	@bash e2e/build-binaries.sh >/dev/null
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The whole suite: lint, type check, unit tests, tests against the real local cluster and real tritonserver.
+test: install binaries lint
+	$(BIN)/pytest -n 2 --dist loadfile
+
+test-unit: install
+	$(BIN)/pytest tests/dev tests/unit
+
+crd: install
+	$(BIN)/llmctl crd -o crds/llmdeployments.serving.llmops.dev.yaml
+
+demo: install binaries
+	bash e2e/demo.sh
+
+demo-down:
+	-@[ -f $(STATE)/demo-operator.pid ] && kill $$(cat $(STATE)/demo-operator.pid) 2>/dev/null; rm -f $(STATE)/demo-operator.pid
+	$(BIN)/llmctl dev down
+
+clean: demo-down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

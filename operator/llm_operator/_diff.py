@@ -1,0 +1,54 @@
+"""Does the live object already hold what we would apply? Deciding this locally is what makes a
+steady-state resync cost zero write requests."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}
+
+
+def _quantity(value: str) -> Decimal | None:
+    """Parse a Kubernetes quantity ("1500m", "8Gi", "2"); None if it is not one."""
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if value.endswith(suffix):
+            number, scale = value[: -len(suffix)], Decimal(_SUFFIXES[suffix])
+            break
+    else:
+        number, scale = value, Decimal(1)
+    try:
+        return Decimal(number) * scale
+    except InvalidOperation:
+        return None
+
+
+def _scalar_equal(desired: Any, actual: Any) -> bool:
+    if desired == actual:
+        return True
+    # The API server canonicalises quantities ("1000m" -> "1") and may turn int-or-string ints into strings.
+    if isinstance(desired, (str, int)) and isinstance(actual, (str, int)) and not isinstance(desired, bool):
+        a, b = _quantity(str(desired)), _quantity(str(actual))
+        return a is not None and a == b
+    return False
+
+
+def contains(desired: Any, actual: Any) -> bool:
+    """True when every field in ``desired`` is present with an equal value in ``actual``.
+
+    Extra fields in ``actual`` (server defaults, other managers' fields) are fine; lists must match
+    element by element because every list we own is atomic or keyed in a fixed order.
+    """
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return False
+        return all(k in actual and contains(v, actual[k]) for k, v in desired.items() if v is not None)
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(desired) != len(actual):
+            return False
+        return all(contains(d, a) for d, a in zip(desired, actual, strict=True))
+    return _scalar_equal(desired, actual)

@@ -1,0 +1,182 @@
+"""The one place that talks to the Kubernetes API: server-side apply, reads, deletes, request counting.
+
+A static kind table replaces discovery, so the operator makes no requests it does not need.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from llm_operator import FIELD_MANAGER
+
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "Pod": "pods",
+    "Event": "events",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Node": "nodes",
+    "Deployment": "deployments",
+    "ReplicaSet": "replicasets",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodMonitor": "podmonitors",
+    "ServiceMonitor": "servicemonitors",
+    "CustomResourceDefinition": "customresourcedefinitions",
+    "LLMDeployment": "llmdeployments",
+}
+CLUSTER_SCOPED = {"Node", "CustomResourceDefinition"}
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class KubeError(RuntimeError):
+    """An API call failed; ``status`` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def _path(api_version: str, kind: str, namespace: str | None, name: str | None, subresource: str | None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    try:
+        plural = PLURALS[kind]
+    except KeyError:
+        raise ValueError(f"kind {kind!r} is not in the operator's kind table") from None
+    parts = [base]
+    if namespace and kind not in CLUSTER_SCOPED:
+        parts.append(f"namespaces/{namespace}")
+    parts.append(plural)
+    if name:
+        parts.append(name)
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+class Kube:
+    """A thin synchronous client. Thread-safe: kopf runs sync handlers in a thread pool."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self._api = api_client
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+
+    @property
+    def writes(self) -> int:
+        with self._lock:
+            return sum(n for verb, n in self.requests.items() if verb in WRITE_VERBS)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        with self._lock:
+            self.requests[method] += 1
+        try:
+            resp = self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            reason, message = "", exc.reason or ""
+            try:
+                payload = json.loads(exc.body or b"{}")
+                reason, message = payload.get("reason", ""), payload.get("message", message)
+            except ValueError:
+                pass
+            raise KubeError(f"{method} {path}: {exc.status} {message}", status=int(exc.status or 0),
+                            reason=reason) from exc
+        except OSError as exc:
+            raise KubeError(f"{method} {path}: {exc}", status=0) from exc
+        data = resp[0].data if isinstance(resp, tuple) else resp.data
+        return json.loads(data) if data else None
+
+    # ------------------------------------------------------------------ verbs
+
+    def get(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._call("GET", _path(api_version, kind, namespace, name, None)))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return list(self._call("GET", _path(api_version, kind, namespace, None, None), query=query)["items"])
+
+    def apply(self, obj: dict[str, Any], *, subresource: str | None = None, force: bool = True) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = _path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
+        query = [("fieldManager", FIELD_MANAGER)] + ([("force", "true")] if force else [])
+        # JSON is valid YAML, so the apply-patch content type takes the dict as is.
+        return dict(self._call("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"))
+
+    def patch(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        body: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        path = _path(api_version, kind, namespace, name, subresource)
+        query = [("fieldManager", FIELD_MANAGER)]
+        return dict(self._call("PATCH", path, body=body, query=query, content_type="application/merge-patch+json"))
+
+    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        try:
+            self._call(
+                "DELETE",
+                _path(api_version, kind, namespace, name, None),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return dict(self._call("POST", _path(obj["apiVersion"], obj["kind"], meta.get("namespace"), None, None),
+                               body=obj))
+
+    def has_api(self, group_version: str) -> bool:
+        try:
+            self._call("GET", f"/apis/{group_version}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
