@@ -1,0 +1,74 @@
+"""Per-request sampling parameters, their validation, and token selection."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llm_runtime.errors import BadRequestError
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_STOP_STRINGS = 8
+MAX_STOP_LENGTH = 256
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What to generate. ``max_tokens=None`` means until EOS or the context window is full."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def validate(self) -> None:
+        """Raise BadRequestError naming the field and the accepted range."""
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise BadRequestError(f"max_tokens must be a positive integer, got {self.max_tokens}")
+        if not math.isfinite(self.temperature) or not 0.0 <= self.temperature <= 100.0:
+            raise BadRequestError(
+                f"temperature must be between 0 and 100 (0 = greedy), got {self.temperature}"
+            )
+        if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise BadRequestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise BadRequestError(f"top_k must be >= 0 (0 disables top-k), got {self.top_k}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise BadRequestError(f"stop accepts at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
+        for s in self.stop:
+            if not s or len(s) > MAX_STOP_LENGTH:
+                raise BadRequestError(
+                    f"each stop string must be 1..{MAX_STOP_LENGTH} characters long, got {len(s)}"
+                )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise BadRequestError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+
+
+def sample_next(
+    logits: torch.Tensor, *, params: SamplingParams, generator: torch.Generator | None
+) -> int:
+    """Pick the next token from a 1-D logits row."""
+    import torch
+
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits).item())
+    scores = logits.float() / params.temperature
+    if params.top_k > 0 and params.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, params.top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_scores, idx = torch.sort(scores, descending=True)
+        cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the best token).
+        drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p
+        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(0, idx, sorted_scores)
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
