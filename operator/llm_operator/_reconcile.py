@@ -1,0 +1,459 @@
+"""spec → pure builders → apply → observe → status, for one LLMDeployment.
+
+Level-based and idempotent: it reads what exists, writes only what differs, and reports what it saw.
+Called from the kopf handlers (handlers.py) with the CR body; safe to call any number of times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from llm_operator import FIELD_MANAGER
+from llm_operator import _conditions as conds
+from llm_operator._conditions import Condition
+from llm_operator._diff import contains
+from llm_operator._k8s import Kube, KubeError
+from llm_operator._rollout import RevisionState, plan
+from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
+from llm_operator.builders import build_children, revision_hash
+
+log = logging.getLogger("llm_operator.reconcile")
+
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_REVISION = "serving.llmops.dev/revision"
+MANAGED_BY = FIELD_MANAGER
+# Kinds the operator owns and may prune; (apiVersion, kind).
+PRUNABLE = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+MONITOR_KINDS = (("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "ServiceMonitor"))
+# Clusters with node auto-provisioning (Karpenter, cluster-autoscaler) create GPU nodes on demand;
+# there a missing product is not an error.
+SKIP_NODE_CHECK_ENV = "LLMOPS_SKIP_NODE_CHECK"
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def lock_for(namespace: str, name: str) -> threading.Lock:
+    """One reconcile at a time per LLMDeployment: its own handlers and its children's events race otherwise."""
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the cluster's nodes offer, from the kopf node index: GPU products and MIG resources."""
+
+    gpu_products: Mapping[str, int] = field(default_factory=dict)  # product label -> allocatable GPUs
+    extended: Mapping[str, int] = field(default_factory=dict)  # e.g. nvidia.com/mig-1g.10gb -> count
+
+    @classmethod
+    def from_nodes(cls, nodes: Any) -> NodeFacts:
+        products: dict[str, int] = {}
+        extended: dict[str, int] = {}
+        for node in nodes:
+            alloc = node.get("allocatable") or {}
+            product = node.get("product")
+            gpus = int(alloc.get("nvidia.com/gpu", "0") or 0)
+            if product:
+                products[product] = products.get(product, 0) + gpus
+            for key, value in alloc.items():
+                if key.startswith("nvidia.com/mig-"):
+                    extended[key] = extended.get(key, 0) + int(value or 0)
+        return cls(products, extended)
+
+
+@dataclass
+class Outcome:
+    ready: bool
+    reason: str
+    requeue_after: float | None = None
+    writes: int = 0
+
+
+@dataclass
+class Problem:
+    reason: str
+    message: str
+
+
+def _event(kube: Kube, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+    meta = body["metadata"]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid"),
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": FIELD_MANAGER,
+                "reportingInstance": os.environ.get("HOSTNAME", "local"),
+                "firstTimestamp": stamp[:19] + "Z",
+                "lastTimestamp": stamp[:19] + "Z",
+                "count": 1,
+            }
+        )
+    except KubeError as exc:  # an Event is best effort; never fail a reconcile over one
+        log.warning("could not record event %s: %s", reason, exc)
+
+
+def _preflight(kube: Kube, llmd: LLMDeployment, namespace: str, nodes: NodeFacts | None) -> list[Problem]:
+    """Valid specs that cannot be served: report them instead of creating pods that never start."""
+    problems: list[Problem] = []
+    spec = llmd.spec
+    if spec.model.secret_ref is not None:
+        secret = spec.model.secret_ref.name
+        if kube.get(api_version="v1", kind="Secret", namespace=namespace, name=secret) is None:
+            problems.append(
+                Problem(
+                    "SecretNotFound",
+                    f"spec.model.secretRef names Secret {secret!r}, which does not exist in namespace "
+                    f"{namespace!r}; create it (e.g. kubectl create secret generic {secret} "
+                    f"--from-literal=HF_TOKEN=...) or remove spec.model.secretRef",
+                )
+            )
+    pvc = spec.model.pvc_source()
+    if pvc is not None:
+        claim = pvc.claim_name
+        if kube.get(api_version="v1", kind="PersistentVolumeClaim", namespace=namespace, name=claim) is None:
+            problems.append(
+                Problem(
+                    "PVCNotFound",
+                    f"the model PersistentVolumeClaim {claim!r} does not exist in namespace {namespace!r}; "
+                    "create it and copy the weights onto it, or fix spec.model",
+                )
+            )
+    if nodes is not None and os.environ.get(SKIP_NODE_CHECK_ENV) != "1":
+        gpu, mig = spec.resources.gpu, spec.resources.mig
+        product = (gpu.product if gpu else None) or (mig.product if mig else None)
+        if product and product not in nodes.gpu_products:
+            known = ", ".join(sorted(nodes.gpu_products)) or "none"
+            problems.append(
+                Problem(
+                    "GPUProductUnavailable",
+                    f"no node has {GPU_PRODUCT_LABEL}={product} (products in this cluster: {known}); "
+                    "change spec.resources.gpu.product or add such nodes",
+                )
+            )
+        if mig is not None:
+            resource = f"nvidia.com/mig-{mig.profile}"
+            if nodes.extended.get(resource, 0) < mig.count:
+                problems.append(
+                    Problem(
+                        "MIGProfileUnavailable",
+                        f"no node offers {mig.count} x {resource}; enable that MIG profile on a node "
+                        "(GPU operator mig.strategy=mixed) or change spec.resources.mig.profile",
+                    )
+                )
+    return problems
+
+
+def _revision_of(deploy: Mapping[str, Any]) -> str:
+    return str((deploy["metadata"].get("labels") or {}).get(LABEL_REVISION, ""))
+
+
+def _state(deploy: Mapping[str, Any]) -> RevisionState:
+    status = deploy.get("status") or {}
+    return RevisionState(
+        name=deploy["metadata"]["name"],
+        revision=_revision_of(deploy),
+        spec_replicas=int(deploy["spec"].get("replicas", 1)),
+        replicas=int(status.get("replicas", 0)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        created=str(deploy["metadata"].get("creationTimestamp", "")),
+    )
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+
+
+def _unschedulable(kube: Kube, namespace: str, deploy: Mapping[str, Any]) -> str | None:
+    """The scheduler's message for a Pending pod of this Deployment, if any pod is unschedulable."""
+    labels = deploy["spec"]["selector"].get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    for pod in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                return str(cond.get("message") or "unschedulable")
+    return None
+
+
+def reconcile(
+    kube: Kube,
+    body: Mapping[str, Any],
+    *,
+    nodes: NodeFacts | None = None,
+    monitoring_crds: bool = False,
+    emit: Callable[..., None] | None = None,
+) -> Outcome:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 0)
+    old_status = dict(body.get("status") or {})
+    writes_before = kube.writes
+    record = emit or (lambda **kw: _event(kube, body, **kw))
+
+    try:
+        llmd = LLMDeployment.model_validate(
+            {"apiVersion": API_VERSION, "kind": KIND, "metadata": dict(meta), "spec": body.get("spec") or {}}
+        )
+    except ValidationError as exc:
+        # The CRD's schema and CEL rules should have caught this; an older CRD version may not have.
+        first = exc.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        problems = [Problem("InvalidSpec", f"{where}: {first['msg']}")]
+        return _finish(kube, body, old_status, generation, problems=problems, observed=None, record=record,
+                       writes_before=writes_before)
+
+    problems = _preflight(kube, llmd, namespace, nodes)
+    selector_labels = f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    deployments = kube.list(api_version="apps/v1", kind="Deployment", namespace=namespace,
+                            label_selector=selector_labels)
+    # Only objects that this LLMDeployment controls: a same-named CR recreated later must not adopt them.
+    deployments = [d for d in deployments if _owned_by(d, meta.get("uid"))]
+    revision = revision_hash(llmd)
+    current = next((d for d in deployments if _revision_of(d) == revision), None)
+    old = [d for d in deployments if d is not current]
+
+    if problems and current is None:
+        # Nothing half-built: a revision that cannot run is not started. Older revisions keep serving.
+        return _finish(kube, body, old_status, generation, problems=problems,
+                       observed=_Observed(llmd, revision, current, old, None), record=record,
+                       writes_before=writes_before)
+
+    children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds)
+    rollout = plan(desired=llmd.spec.replicas, current=_state(current) if current else None,
+                   old=[_state(d) for d in old])
+    desired_keys = set()
+    service: dict[str, Any] | None = None
+    current_manifest: dict[str, Any] | None = None
+    for child in children:
+        desired_keys.add(_key(child))
+        if child["kind"] == "Deployment":
+            child["spec"]["replicas"] = rollout.current_replicas
+            current_manifest = child
+            live = current
+        else:
+            if child["kind"] == "Service":
+                service = child
+            live = kube.get(api_version=child["apiVersion"], kind=child["kind"], namespace=namespace,
+                            name=child["metadata"]["name"])
+        if live is None or not contains(child, live):
+            try:
+                applied = kube.apply(child)
+            except KubeError as exc:
+                if exc.status in (400, 403, 422):
+                    # Rejected for good (e.g. an invalid affinity passed through from the spec): report it.
+                    problems.append(Problem("ApplyFailed", f"{child['kind']} {child['metadata']['name']} was "
+                                            f"rejected by the API server: {exc}"))
+                    continue
+                raise
+            if child["kind"] == "Deployment":
+                current = applied
+    for old_name, replicas in rollout.scale.items():
+        kube.patch(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name,
+                   body={"spec": {"replicas": replicas}}, subresource="scale")
+    for old_name in rollout.delete:
+        kube.delete(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name)
+    old = [d for d in old if d["metadata"]["name"] not in rollout.delete]
+    _prune(kube, namespace, meta.get("uid"), selector_labels, desired_keys,
+           keep_revisions={_revision_of(d) for d in old}, monitoring_crds=monitoring_crds)
+
+    if current is not None and problems == []:
+        status = current.get("status") or {}
+        if int(status.get("readyReplicas", 0)) < rollout.current_replicas:
+            message = _unschedulable(kube, namespace, current) if rollout.current_replicas else None
+            if message:
+                problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {message}"))
+    observed = _Observed(llmd, revision, current, old, service, manifest=current_manifest)
+    return _finish(kube, body, old_status, generation, problems=problems, observed=observed, record=record,
+                   writes_before=writes_before)
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return uid is None or any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+def _prune(
+    kube: Kube,
+    namespace: str,
+    uid: str | None,
+    selector: str,
+    desired: set[tuple[str, str, str]],
+    *,
+    keep_revisions: set[str],
+    monitoring_crds: bool,
+) -> None:
+    """Delete owned children that the spec no longer asks for (e.g. monitoring turned off)."""
+    kinds = PRUNABLE + (MONITOR_KINDS if monitoring_crds else ())
+    for api_version, kind in kinds:
+        for obj in kube.list(api_version=api_version, kind=kind, namespace=namespace, label_selector=selector):
+            obj.setdefault("apiVersion", api_version)
+            obj.setdefault("kind", kind)
+            if _key(obj) in desired or not _owned_by(obj, uid):
+                continue
+            if _revision_of(obj) and _revision_of(obj) in keep_revisions:
+                continue  # still used by an old revision that is being replaced
+            kube.delete(api_version=api_version, kind=kind, namespace=namespace, name=obj["metadata"]["name"])
+
+
+@dataclass
+class _Observed:
+    llmd: LLMDeployment
+    revision: str
+    current: Mapping[str, Any] | None
+    old: list[Mapping[str, Any]]
+    service: Mapping[str, Any] | None
+    manifest: Mapping[str, Any] | None = None
+
+
+def _selector(observed: _Observed) -> str | None:
+    source = observed.manifest or observed.current
+    if source is None:
+        return None
+    labels = source["spec"]["template"]["metadata"].get("labels") or {}
+    # Across revisions: an HPA on the scale subresource counts every pod of the LLMDeployment.
+    keep = {k: v for k, v in labels.items() if k in (LABEL_INSTANCE, LABEL_NAME)}
+    return ",".join(f"{k}={v}" for k, v in sorted(keep.items())) or None
+
+
+def _finish(
+    kube: Kube,
+    body: Mapping[str, Any],
+    old_status: Mapping[str, Any],
+    generation: int,
+    *,
+    problems: list[Problem],
+    observed: _Observed | None,
+    record: Callable[..., None],
+    writes_before: int,
+) -> Outcome:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    status: dict[str, Any] = {"observedGeneration": generation}
+    desired_replicas = int((body.get("spec") or {}).get("replicas", 1))
+    ready = updated = total = 0
+    if observed is not None:
+        llmd = observed.llmd
+        desired_replicas = llmd.spec.replicas
+        if observed.current is not None:
+            cur_status = observed.current.get("status") or {}
+            ready = int(cur_status.get("readyReplicas", 0))
+            updated = int(cur_status.get("updatedReplicas", 0))
+            total = int(cur_status.get("replicas", 0))
+        for dep in observed.old:
+            st = dep.get("status") or {}
+            total += int(st.get("replicas", 0))
+            ready += 0  # old revisions serve, but Ready speaks about the current revision
+        status["revision"] = observed.revision
+        selector = _selector(observed)
+        if selector:
+            status["selector"] = selector
+        gpu, mig = llmd.spec.resources.gpu, llmd.spec.resources.mig
+        if gpu is not None:
+            status["gpu"] = f"{gpu.count}x {gpu.product or 'any'}"
+        elif mig is not None:
+            status["gpu"] = f"{mig.count}x {mig.profile}" + (f" on {mig.product}" if mig.product else "")
+        if observed.service is not None:
+            host = f"{observed.service['metadata']['name']}.{namespace}.svc.cluster.local"
+            ports = {p["name"]: p["port"] for p in observed.service["spec"].get("ports", []) if "name" in p}
+            status["endpoints"] = {
+                key: f"{scheme}{host}:{ports[port]}"
+                for key, port, scheme in (("http", "http", "http://"), ("grpc", "grpc", ""),
+                                          ("metrics", "metrics", "http://"))
+                if port in ports
+            }
+    status.update(replicas=total, readyReplicas=ready, updatedReplicas=updated,
+                  readyText=f"{ready}/{desired_replicas}")
+
+    rolling = observed is not None and (bool(observed.old) or updated < desired_replicas)
+    if problems:
+        first = problems[0]
+        degraded = Condition(conds.DEGRADED, True, first.reason, "; ".join(p.message for p in problems))
+    else:
+        degraded = Condition(conds.DEGRADED, False, "AsExpected", "no problems found")
+    if problems and ready == 0:
+        ready_cond = Condition(conds.READY, False, problems[0].reason, problems[0].message)
+    elif ready >= desired_replicas:
+        reason = "ScaledToZero" if desired_replicas == 0 else "AllReplicasReady"
+        ready_cond = Condition(conds.READY, True, reason, f"{ready}/{desired_replicas} replicas ready")
+    else:
+        ready_cond = Condition(conds.READY, False, "ReplicasNotReady",
+                               f"{ready}/{desired_replicas} replicas ready (model loading or pods pending)")
+    if rolling:
+        progressing = Condition(conds.PROGRESSING, True, "RolloutInProgress",
+                                f"revision {status.get('revision')}: {updated}/{desired_replicas} updated, "
+                                f"{len(observed.old) if observed else 0} older revision(s) draining")
+    else:
+        progressing = Condition(conds.PROGRESSING, False, "RolloutComplete",
+                                f"revision {status.get('revision', '?')} is fully rolled out")
+    new_conditions = [ready_cond, progressing, degraded]
+    status["conditions"] = conds.merge(old_status.get("conditions"), new_conditions, generation=generation)
+
+    comparable = {k: v for k, v in status.items() if k != "conditions"}
+    same_conditions = all(
+        (before := conds.find(old_status.get("conditions"), c.type)) is not None
+        and before.get("status") == c.status_text
+        and before.get("reason") == c.reason
+        and before.get("message") == c.message
+        and before.get("observedGeneration") == generation
+        for c in new_conditions
+    )
+    if not (contains(comparable, old_status) and same_conditions):
+        kube.apply(
+            {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
+             "status": status},
+            subresource="status",
+        )
+        _transitions(old_status, new_conditions, record)
+    return Outcome(
+        ready=ready_cond.status,
+        reason=ready_cond.reason,
+        requeue_after=10.0 if rolling or (problems and not ready_cond.status) else None,
+        writes=kube.writes - writes_before,
+    )
+
+
+def _transitions(old_status: Mapping[str, Any], new: list[Condition], record: Callable[..., None]) -> None:
+    """Events for changes a person cares about: becoming ready/unready, degraded and recovered."""
+    for cond in new:
+        before = conds.find(old_status.get("conditions"), cond.type)
+        changed = before is None or before.get("status") != cond.status_text or before.get("reason") != cond.reason
+        if not changed:
+            continue
+        if cond.type == conds.DEGRADED and cond.status:
+            record(type_="Warning", reason=cond.reason, message=cond.message)
+        elif cond.type == conds.DEGRADED and before is not None and before.get("status") == "True":
+            record(type_="Normal", reason="Recovered", message=f"recovered from {before.get('reason')}")
+        elif cond.type == conds.READY and cond.status:
+            record(type_="Normal", reason="Ready", message=cond.message)
+        elif cond.type == conds.PROGRESSING and cond.status:
+            record(type_="Normal", reason="RolloutStarted", message=cond.message)

@@ -1,0 +1,112 @@
+"""Every kopf handler of the operator, registered in one place. Each one only feeds the work queue.
+
+Run with ``llmctl run`` or ``kopf run -m llm_operator.handlers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from llm_operator import GROUP, PLURAL, VERSION
+from llm_operator._controller import Controller
+from llm_operator._k8s import Kube
+from llm_operator._reconcile import LABEL_MANAGED_BY, MANAGED_BY
+
+MONITORING_CRDS = ("podmonitors.monitoring.coreos.com", "servicemonitors.monitoring.coreos.com")
+CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
+
+# The running controller; tests and the metrics endpoint read it (e.g. request counters).
+controller: Controller | None = None
+
+
+def _ctl() -> Controller:
+    if controller is None:
+        raise kopf.TemporaryError("operator is starting", delay=1)
+    return controller
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    global controller
+    # Our own Events carry reasons; kopf's log-to-Event posting would add a write per log line.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 310
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    controller = Controller(
+        Kube(),
+        workers=int(os.environ.get("LLMOPS_WORKERS", "8")),
+        resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", "300")),
+    )
+    controller.start()
+    logger.info("triton-llm-operator started (workers=%s)", os.environ.get("LLMOPS_WORKERS", "8"))
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    global controller
+    if controller is not None:
+        controller.stop()
+        controller = None
+
+
+@kopf.on.probe(id="queue")
+def probe(**_: Any) -> dict[str, Any]:
+    ctl = _ctl()
+    return {"llmdeployments": len(ctl.bodies), "idle": ctl.idle(), "api_requests": dict(ctl.kube.requests)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def llmdeployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    _ctl().observe(dict(body), deleted=type == "DELETED")
+
+
+def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("kind") == "LLMDeployment" and ref.get("controller"):
+            return body.metadata.namespace or "", ref["name"]
+    return None
+
+
+def _child_event(body: kopf.Body, **_: Any) -> None:
+    key = _owner_key(body)
+    if key is not None:
+        _ctl().enqueue(key)
+
+
+for _group, _version, _plural in (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("policy", "v1", "poddisruptionbudgets"),
+):
+    kopf.on.event(_group, _version, _plural, labels=CHILD_LABELS, id=f"child-{_plural}")(_child_event)
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    ctl = _ctl()
+    labels = body.metadata.labels or {}
+    facts = None if type == "DELETED" else {
+        "product": labels.get("nvidia.com/gpu.product"),
+        "allocatable": dict(body.status.get("allocatable") or {}),
+    }
+    if ctl.set_node(body.metadata.name or "", facts) and type is not None:
+        ctl.enqueue_all()  # a GPU product appeared or vanished: Degraded objects may recover
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+def crd_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if body.metadata.name not in MONITORING_CRDS:
+        return
+    ctl = _ctl()
+    present = type != "DELETED"
+    if present != ctl.monitoring_crds:
+        ctl.monitoring_crds = present
+        if type is not None:
+            ctl.enqueue_all()
