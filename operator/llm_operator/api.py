@@ -45,7 +45,8 @@ QUANTITY_PATTERN = (
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+# '+me' profiles exist, but '+' is not allowed in an extended resource name, so they cannot be requested.
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
@@ -185,21 +186,23 @@ def _model_source_count(m: ModelSpec) -> int:
 class ModelSpec(_Model):
     """Which model to serve and where its weights come from. Set exactly one source: `uri` or `pvc`."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=MODEL_NAME_PATTERN)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=MODEL_NAME_PATTERN)]
     """Served model name: the Triton model name clients put in `/v2/models/<name>/...` requests."""
     uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     """Where the weights come from: `hf://<org>/<repo>`, `s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`,
-    `oci://<registry>/<repository>:<tag>`, or `pvc://<claim>/<path>` (shorthand for `pvc`). Remote sources are
-    downloaded by an init container into a per-pod volume before Triton starts."""
+    `oci://<registry>/<repository>:<tag>`, or `pvc://<claim>/<path>` (shorthand for `pvc`). hf://, s3:// and
+    gs:// are downloaded by an init container into a per-pod volume before Triton starts; oci:// is mounted as
+    a Kubernetes image volume (needs the ImageVolume feature, on by default since 1.35)."""
     pvc: PVCSource | None = None
     """Weights already on a PersistentVolumeClaim, mounted read-only; nothing is downloaded."""
     revision: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     """Hugging Face revision (branch, tag or commit) to download; only valid with `hf://`. Pin a commit for
     reproducible rollouts."""
     secret_ref: LocalObjectReference | None = None
-    """Secret whose keys become environment variables of the download step (e.g. `HF_TOKEN`,
-    `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_ENDPOINT_URL`, `GOOGLE_APPLICATION_CREDENTIALS_JSON`,
-    `OCI_USERNAME`/`OCI_PASSWORD`). Credentials are only accepted by reference, never inline."""
+    """Secret with the credentials to fetch the model. For hf://, s3:// and gs:// its keys become environment
+    variables of the download container (e.g. `HF_TOKEN`; `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    `AWS_ENDPOINT_URL`, `AWS_DEFAULT_REGION`). For oci:// it must be a `kubernetes.io/dockerconfigjson`
+    Secret and is used as an image pull secret. Credentials are only accepted by reference, never inline."""
 
     __cel_rules__ = (
         CelRule(
@@ -294,10 +297,10 @@ class RuntimeSpec(_Model):
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     """Most sequences the engine batches at once (python: Triton `max_batch_size`; vllm: `max_num_seqs`;
     tensorrtllm: `triton_max_batch_size`)."""
-    max_queue_size: Annotated[int, Field(ge=0, le=1000000)] = 128
-    """Requests allowed to wait in Triton's queue before new ones get HTTP 503 / gRPC UNAVAILABLE; 0 means
-    unbounded. Bounded queues shed load instead of timing out every request. Not used by vllm, which
-    queues inside the engine."""
+    max_queue_size: Annotated[int, Field(ge=1, le=1000000)] = 128
+    """Requests allowed to wait behind the running batch before new ones get HTTP 503 / gRPC UNAVAILABLE.
+    Always bounded: shedding load early beats timing out every request. Not used by vllm, which queues
+    inside the engine."""
     queue_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = 0
     """Seconds a request may wait in Triton's queue before it is rejected; 0 means no timeout. Not used by
     vllm."""
@@ -378,7 +381,7 @@ class MIGResources(_Model):
     """A slice of a MIG-partitioned GPU (GPU operator's mixed strategy: `nvidia.com/mig-<profile>`)."""
 
     profile: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=MIG_PROFILE_PATTERN)]
-    """MIG profile, e.g. `1g.10gb`, `3g.40gb` or `1g.10gb+me`; requested as `nvidia.com/mig-<profile>`."""
+    """MIG profile, e.g. `1g.10gb` or `3g.40gb`; requested as the resource `nvidia.com/mig-<profile>`."""
     count: Annotated[int, Field(ge=1, le=7)] = 1
     """Slices of that profile per replica. One model instance uses one slice: MIG slices cannot be combined
     with tensor parallelism."""
@@ -624,6 +627,13 @@ class LLMDeploymentSpec(_Model):
             message="spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize "
             "(tensor parallelism needs whole GPUs: set resources.gpu.count)",
             check=_gpu_tp_ok,
+            field_path=".runtime.tensorParallelSize",
+        ),
+        CelRule(
+            rule="self.runtime.backend != 'python' || self.runtime.tensorParallelSize == 1",
+            message="spec.runtime.tensorParallelSize must be 1 with backend python; use backend vllm or "
+            "tensorrtllm for tensor parallelism",
+            check=lambda s: s.runtime.backend != "python" or s.runtime.tensor_parallel_size == 1,
             field_path=".runtime.tensorParallelSize",
         ),
         CelRule(
