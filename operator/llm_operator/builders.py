@@ -846,7 +846,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def load_file(path: str | Path) -> list[api.LLMDeployment]:
-    """Parse and validate every LLMDeployment in a (multi-document) YAML file."""
+    """Parse and validate every LLMDeployment in a (multi-document) YAML file; other kinds are skipped."""
     path = Path(path)
     try:
         docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
@@ -861,10 +861,14 @@ def load_file(path: str | Path) -> list[api.LLMDeployment]:
         where = f"{path}: document {index + 1}"
         if not isinstance(doc, dict):
             raise RenderError(f"{where}: expected a mapping, got {type(doc).__name__}")
-        if doc.get("kind") != api.KIND or doc.get("apiVersion") != api.API_VERSION:
+        api_version, kind = doc.get("apiVersion"), doc.get("kind")
+        ours = isinstance(api_version, str) and api_version.startswith(f"{api.GROUP}/")
+        if kind != api.KIND and not ours:
+            # Secrets/PVCs that an example ships next to its LLMDeployment are the user's, not children.
+            continue
+        if kind != api.KIND or api_version != api.API_VERSION:
             raise RenderError(
-                f"{where}: expected apiVersion {api.API_VERSION} kind {api.KIND}, "
-                f"got {doc.get('apiVersion')} {doc.get('kind')}"
+                f"{where}: expected apiVersion {api.API_VERSION} kind {api.KIND}, got {api_version} {kind}"
             )
         name = (doc.get("metadata") or {}).get("name")
         if name:
