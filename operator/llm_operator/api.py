@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "serving.llmops.dev"
@@ -117,16 +125,18 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _check_quantity(field: str, value: str | int) -> None:
+def _check_quantity(value: str | int) -> str | int:
     if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
-        raise ValueError(f"{field}: {value!r} is not a Kubernetes quantity (examples: 500m, 8, 32Gi)")
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 8, 32Gi)")
     if isinstance(value, int) and value < 0:
-        raise ValueError(f"{field}: {value!r} must not be negative")
+        raise ValueError(f"{value!r} must not be negative")
+    return value
 
 
 # Same shape controller-gen emits for resource.Quantity: int-or-string with the quantity pattern.
 Quantity = Annotated[
     str | int,
+    AfterValidator(_check_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -142,13 +152,6 @@ ShortMap = Annotated[
     ],
     Field(max_length=32),
 ]
-
-
-def _validate_quantities(model: BaseModel, prefix: str, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(model, name)
-        if value is not None:
-            _check_quantity(f"{prefix}.{to_camel(name)}", value)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -414,11 +417,6 @@ class ResourcesSpec(_Model):
             check=lambda s: not (s.gpu is not None and s.mig is not None),
         ),
     )
-
-    @model_validator(mode="after")
-    def _quantities(self) -> ResourcesSpec:
-        _validate_quantities(self, "spec.resources", ("cpu", "memory", "shared_memory"))
-        return self
 
 
 # ------------------------------------------------------------------------------------------- placement

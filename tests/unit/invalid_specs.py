@@ -1,0 +1,235 @@
+"""Invalid LLMDeployments and the error each must produce: data shared by the unit tests (pydantic, offline)
+and the cluster tests (the real API server with the generated CRD).
+
+Each `Case.patch` is a JSON merge patch (RFC 7386: nested dicts merge, `None` deletes a key, lists replace)
+applied to `valid_object()`. `Case.expected` is a substring of the API server's error; `Case.field` is the
+field path that both the API server's error and pydantic's error (its location or message) name.
+For CEL rules `expected` is our own message, so `llmctl render` and `kubectl apply` say the same thing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+
+class Case(NamedTuple):
+    id: str
+    patch: dict[str, Any]
+    expected: str
+    field: str
+
+
+def valid_object(name: str = "invalid-case") -> dict[str, Any]:
+    """A minimal valid LLMDeployment every case starts from."""
+    return {
+        "apiVersion": "serving.llmops.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "tiny", "uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+            "runtime": {"backend": "vllm"},
+            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+        },
+    }
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def build(case: Case, name: str = "invalid-case") -> dict[str, Any]:
+    return merge_patch(valid_object(name), case.patch)
+
+
+def _spec(**spec: Any) -> dict[str, Any]:
+    return {"spec": spec}
+
+
+INVALID_SPECS: list[Case] = [
+    # --- model source (CEL) ---
+    Case(
+        "no-model-source",
+        _spec(model={"uri": None}),
+        "exactly one model source is required",
+        "spec.model",
+    ),
+    Case(
+        "two-model-sources",
+        _spec(model={"pvc": {"claimName": "weights"}}),
+        "exactly one model source is required",
+        "spec.model",
+    ),
+    Case(
+        "uri-unsupported-scheme",
+        _spec(model={"uri": "https://huggingface.co/gpt2"}),
+        "spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc://",
+        "spec.model",
+    ),
+    Case(
+        "pvc-uri-bad-claim",
+        _spec(model={"uri": "pvc://Bad_Claim/models"}),
+        "a pvc:// URI must be pvc://<claim-name>/<path>",
+        "spec.model",
+    ),
+    Case(
+        "revision-without-hf",
+        _spec(model={"uri": "s3://bucket/llama", "revision": "v1"}),
+        "spec.model.revision is only supported for hf:// URIs",
+        "spec.model",
+    ),
+    Case(
+        "secret-with-pvc",
+        _spec(model={"uri": "pvc://weights/llama", "secretRef": {"name": "hf-token"}}),
+        "spec.model.secretRef is only used to download remote models",
+        "spec.model",
+    ),
+    Case(
+        "pvc-path-escapes-volume",
+        _spec(model={"uri": None, "pvc": {"claimName": "weights", "path": "../etc"}}),
+        "spec.model.pvc.path must be relative to the volume root",
+        "spec.model.pvc",
+    ),
+    # --- schema: required, enums, bounds, patterns ---
+    Case(
+        "model-name-missing",
+        _spec(model={"name": None}),
+        "spec.model.name: Required value",
+        "spec.model.name",
+    ),
+    Case(
+        "model-name-with-slash",
+        _spec(model={"name": "meta/llama"}),
+        "spec.model.name in body should match",
+        "spec.model.name",
+    ),
+    Case(
+        "unknown-backend",
+        _spec(runtime={"backend": "onnxruntime"}),
+        'spec.runtime.backend: Unsupported value: "onnxruntime"',
+        "spec.runtime.backend",
+    ),
+    Case(
+        "negative-replicas",
+        _spec(replicas=-1),
+        "spec.replicas in body should be greater than or equal to 0",
+        "spec.replicas",
+    ),
+    Case(
+        "tensor-parallel-too-large",
+        _spec(runtime={"tensorParallelSize": 128}),
+        "spec.runtime.tensorParallelSize in body should be less than or equal to 64",
+        "spec.runtime.tensorParallelSize",
+    ),
+    Case(
+        "bad-cpu-quantity",
+        _spec(resources={"cpu": "eight"}),
+        "spec.resources.cpu in body should match",
+        "spec.resources.cpu",
+    ),
+    Case(
+        "bad-mig-profile",
+        _spec(resources={"gpu": None, "mig": {"profile": "half-a-gpu"}}),
+        "spec.resources.mig.profile in body should match",
+        "spec.resources.mig.profile",
+    ),
+    Case(
+        "unknown-capacity-type",
+        _spec(placement={"capacityType": "Cheap"}),
+        'spec.placement.capacityType: Unsupported value: "Cheap"',
+        "spec.placement.capacityType",
+    ),
+    Case(
+        "canary-weight-over-100",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 150}]}}),
+        "spec.rollout.canary.steps[0].weight in body should be less than or equal to 100",
+        "spec.rollout.canary.steps.0.weight",
+    ),
+    # --- cross-field rules (CEL) ---
+    Case(
+        "gpu-count-not-multiple-of-tp",
+        _spec(runtime={"tensorParallelSize": 4}, resources={"gpu": {"count": 6}}),
+        "spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize",
+        "spec",
+    ),
+    Case(
+        "tensor-parallel-on-mig",
+        _spec(runtime={"tensorParallelSize": 2}, resources={"gpu": None, "mig": {"profile": "1g.10gb"}}),
+        "spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize",
+        "spec",
+    ),
+    Case(
+        "python-backend-tensor-parallel",
+        _spec(runtime={"backend": "python", "tensorParallelSize": 2}, resources={"gpu": {"count": 2}}),
+        "spec.runtime.tensorParallelSize must be 1 with backend python",
+        "spec",
+    ),
+    Case(
+        "mig-and-whole-gpus",
+        _spec(resources={"mig": {"profile": "1g.10gb"}}),
+        "spec.resources: set gpu (whole GPUs) or mig (a MIG slice), not both",
+        "spec.resources",
+    ),
+    Case(
+        "vllm-without-gpu",
+        _spec(resources={"gpu": None}),
+        "spec.runtime.backend vllm and tensorrtllm need a GPU",
+        "spec",
+    ),
+    Case(
+        "autoscaling-min-over-max",
+        _spec(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
+        "spec.autoscaling",
+    ),
+    Case(
+        "canary-weights-decreasing",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 20}]}}),
+        "spec.rollout.canary.steps weights must be non-decreasing",
+        "spec.rollout.canary",
+    ),
+    Case(
+        "canary-steps-without-canary-strategy",
+        _spec(rollout={"strategy": "RollingUpdate", "canary": {"steps": [{"weight": 10}]}}),
+        "spec.rollout.canary is required with strategy Canary and not allowed otherwise",
+        "spec.rollout",
+    ),
+    Case(
+        "args-override-model-repository",
+        _spec(runtime={"args": ["--model-repository=/elsewhere"]}),
+        "spec.runtime.args must not set --model-repository",
+        "spec.runtime",
+    ),
+    Case(
+        "gpu-product-in-node-selector",
+        _spec(placement={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}),
+        "spec.placement.nodeSelector must not set nvidia.com/gpu.product",
+        "spec.placement",
+    ),
+    Case(
+        "toleration-exists-with-value",
+        _spec(placement={"tolerations": [{"key": "dedicated", "operator": "Exists", "value": "llm"}]}),
+        "a toleration with operator Exists must not set value",
+        "spec.placement.tolerations.0",
+    ),
+    Case(
+        "duplicate-env",
+        _spec(runtime={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+        "spec.runtime.env[1]: Duplicate value",
+        "spec.runtime",
+    ),
+    Case(
+        "name-not-dns-1035",
+        {"metadata": {"name": "1-llama"}},
+        "metadata.name must be a DNS-1035 label",
+        "<root>",
+    ),
+]
