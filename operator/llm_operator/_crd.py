@@ -11,6 +11,7 @@ reaching CEL rules that would then fail on it); JSON-Schema-only keywords (`titl
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import yaml
@@ -269,3 +270,84 @@ def crd_yaml() -> str:
         "# tests/unit/test_crd.py fails when this file and the models disagree.\n"
     )
     return header + dump_yaml(crd_manifest())
+
+
+# ------------------------------------------------------------------------------------- reference docs
+
+DOCS_PATH = "docs/api.md"
+DOCS_BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (llm_operator._crd.field_reference) -->"
+DOCS_END = "<!-- END GENERATED FIELD REFERENCE -->"
+
+
+def _type_of(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "quantity"
+    kind = str(node.get("type", "any"))
+    if kind == "array":
+        return f"[]{_type_of(node.get('items', {}))}"
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+        return f"map[string]{_type_of(node['additionalProperties'])}"
+    return kind
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in node:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+    if "minimum" in node or "maximum" in node:
+        parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
+    if "maxLength" in node:
+        parts.append(f"≤{node['maxLength']} chars")
+    if "maxItems" in node:
+        parts.append(f"≤{node['maxItems']} items")
+    if "maxProperties" in node:
+        parts.append(f"≤{node['maxProperties']} entries")
+    if "pattern" in node and not node.get("x-kubernetes-int-or-string"):
+        parts.append(f"pattern `{node['pattern']}`")
+    return "; ".join(parts)
+
+
+def field_reference() -> str:
+    """Markdown tables of every spec/status field, generated from the CRD schema (docs/api.md embeds it)."""
+    schema = openapi_schema()
+    lines: list[str] = []
+
+    def section(title: str, node: dict[str, Any], path: str) -> None:
+        props = node.get("properties", {})
+        if not props:
+            return
+        required = set(node.get("required", []))
+        lines.extend([f"### `{path}`", "", _description(node.get("description", "")), ""])
+        for rule in node.get("x-kubernetes-validations", []):
+            lines.append(f"- Rule: {rule['message']}")
+        if node.get("x-kubernetes-validations"):
+            lines.append("")
+        lines.extend(["| Field | Type | Default | Constraints | Description |", "|---|---|---|---|---|"])
+        nested: list[tuple[str, dict[str, Any]]] = []
+        for name, sub in props.items():
+            default = (
+                json.dumps(sub["default"]) if "default" in sub else ("required" if name in required else "")
+            )
+            desc = sub.get("description", "").replace("|", "\\|").replace("\n\n", "<br>")
+            cons = _constraints(sub).replace("|", "\\|")
+            lines.append(f"| `{name}` | {_type_of(sub)} | {default} | {cons} | {desc} |")
+            target = sub.get("items", sub) if sub.get("type") == "array" else sub
+            if target.get("properties"):
+                nested.append((f"{path}.{name}" + ("[]" if sub.get("type") == "array" else ""), target))
+        lines.append("")
+        for sub_path, sub in nested:
+            section(sub_path, sub, sub_path)
+
+    section("spec", schema["properties"]["spec"], "spec")
+    section("status", schema["properties"]["status"], "status")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_docs(text: str) -> str:
+    """`text` (docs/api.md) with the generated field reference replaced (or appended) between the markers."""
+    block = f"{DOCS_BEGIN}\n\n{field_reference()}\n{DOCS_END}\n"
+    if DOCS_BEGIN in text and DOCS_END in text:
+        head, rest = text.split(DOCS_BEGIN, 1)
+        tail = rest.split(DOCS_END, 1)[1].lstrip("\n")
+        return head + block + tail
+    return text.rstrip("\n") + "\n\n" + block

@@ -228,3 +228,21 @@ def test_required_spec_and_model(schema: dict[str, Any]) -> None:
     assert schema["required"] == ["spec"]
     assert schema["properties"]["spec"]["required"] == ["model"]
     assert schema["properties"]["metadata"] == {"type": "object"}
+
+
+def test_docs_field_reference_is_current() -> None:
+    docs = REPO / _crd.DOCS_PATH
+    text = docs.read_text()
+    assert _crd.update_docs(text) == text, (
+        'docs/api.md is stale: python -c \'from llm_operator import _crd; p="docs/api.md"; '
+        'open(p,"w").write(_crd.update_docs(open(p).read()))\''
+    )
+
+
+def test_docs_reference_covers_every_spec_field(schema: dict[str, Any]) -> None:
+    text = _crd.field_reference()
+    for path, node in _walk(schema["properties"]["spec"], "spec"):
+        if node.get("type") == "object" and node.get("properties"):
+            assert f"### `{path}`" in text, path
+            for name in node["properties"]:
+                assert f"| `{name}` |" in text
