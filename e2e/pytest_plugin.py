@@ -70,7 +70,7 @@ def wait_for(
     while time.monotonic() < deadline:
         try:
             last = check()
-        except Exception as exc:  # noqa: BLE001 - surfaced in the failure message
+        except Exception as exc:
             last = exc
         else:
             if last:

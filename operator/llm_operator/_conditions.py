@@ -47,7 +47,9 @@ def merge(
                 "type": cond.type,
                 "status": cond.status_text,
                 "observedGeneration": generation,
-                "lastTransitionTime": before.get("lastTransitionTime") if unchanged and before else (timestamp or now()),
+                "lastTransitionTime": (
+                    before.get("lastTransitionTime") if unchanged and before else (timestamp or now())
+                ),
                 "reason": cond.reason,
                 "message": cond.message,
             }

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llm_operator import FIELD_MANAGER
+from llm_operator import FIELD_MANAGER, builders
 from llm_operator import _conditions as conds
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
@@ -253,12 +253,10 @@ def reconcile(
                    old=[_state(d) for d in old])
     desired_keys = set()
     service: dict[str, Any] | None = None
-    current_manifest: dict[str, Any] | None = None
     for child in children:
         desired_keys.add(_key(child))
         if child["kind"] == "Deployment":
             child["spec"]["replicas"] = rollout.current_replicas
-            current_manifest = child
             live = current
         else:
             if child["kind"] == "Service":
@@ -292,7 +290,7 @@ def reconcile(
             message = _unschedulable(kube, namespace, current) if rollout.current_replicas else None
             if message:
                 problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {message}"))
-    observed = _Observed(llmd, revision, current, old, service, manifest=current_manifest)
+    observed = _Observed(llmd, revision, current, old, service)
     return _finish(kube, body, old_status, generation, problems=problems, observed=observed, record=record,
                    writes_before=writes_before)
 
@@ -332,17 +330,6 @@ class _Observed:
     current: Mapping[str, Any] | None
     old: list[Mapping[str, Any]]
     service: Mapping[str, Any] | None
-    manifest: Mapping[str, Any] | None = None
-
-
-def _selector(observed: _Observed) -> str | None:
-    source = observed.manifest or observed.current
-    if source is None:
-        return None
-    labels = source["spec"]["template"]["metadata"].get("labels") or {}
-    # Across revisions: an HPA on the scale subresource counts every pod of the LLMDeployment.
-    keep = {k: v for k, v in labels.items() if k in (LABEL_INSTANCE, LABEL_NAME)}
-    return ",".join(f"{k}={v}" for k, v in sorted(keep.items())) or None
 
 
 def _finish(
@@ -369,30 +356,15 @@ def _finish(
             ready = int(cur_status.get("readyReplicas", 0))
             updated = int(cur_status.get("updatedReplicas", 0))
             total = int(cur_status.get("replicas", 0))
-        for dep in observed.old:
-            st = dep.get("status") or {}
-            total += int(st.get("replicas", 0))
-            ready += 0  # old revisions serve, but Ready speaks about the current revision
+        # Old revisions still serve while they drain, but Ready speaks about the current revision.
+        total += sum(int((dep.get("status") or {}).get("replicas", 0)) for dep in observed.old)
         status["revision"] = observed.revision
-        selector = _selector(observed)
-        if selector:
-            status["selector"] = selector
-        gpu, mig = llmd.spec.resources.gpu, llmd.spec.resources.mig
-        if gpu is not None:
-            status["gpu"] = f"{gpu.count}x {gpu.product or 'any'}"
-        elif mig is not None:
-            status["gpu"] = f"{mig.count}x {mig.profile}" + (f" on {mig.product}" if mig.product else "")
+        status["selector"] = builders.selector_string(llmd)
+        status["gpu"] = builders.gpu_summary(llmd)
         if observed.service is not None:
-            host = f"{observed.service['metadata']['name']}.{namespace}.svc.cluster.local"
-            ports = {p["name"]: p["port"] for p in observed.service["spec"].get("ports", []) if "name" in p}
-            status["endpoints"] = {
-                key: f"{scheme}{host}:{ports[port]}"
-                for key, port, scheme in (("http", "http", "http://"), ("grpc", "grpc", ""),
-                                          ("metrics", "metrics", "http://"))
-                if port in ports
-            }
+            status["endpoints"] = builders.endpoints(llmd, namespace=namespace)
     status.update(replicas=total, readyReplicas=ready, updatedReplicas=updated,
-                  readyText=f"{ready}/{desired_replicas}")
+                  readyText=builders.ready_text(ready_replicas=ready, desired_replicas=desired_replicas))
 
     rolling = observed is not None and (bool(observed.old) or updated < desired_replicas)
     if problems:

@@ -166,7 +166,8 @@ class LocalCluster:
                 self._api("POST", "/api/v1/nodes", node)
             info.nodes = [n["metadata"]["name"] for n in nodes]
             info.save()
-            self._wait(info, "kube-controller-manager", lambda: self._healthz(ports["kube-controller-manager"]), timeout)
+            kcm_port = ports["kube-controller-manager"]
+            self._wait(info, "kube-controller-manager", lambda: self._healthz(kcm_port), timeout)
             self._wait(info, "kube-scheduler", lambda: self._healthz(ports["kube-scheduler"]), timeout)
             self._wait(info, "kwok (nodes Ready)", lambda: self._nodes_ready(info.nodes), timeout)
             # Pods are refused until the ServiceAccount controller made the namespace's default account.
@@ -378,9 +379,13 @@ class LocalCluster:
         req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, context=self._context(), timeout=10) as resp:
-                return json.loads(resp.read() or b"null")
+                raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise ClusterError(f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}") from exc
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:  # health endpoints answer plain text
+            return raw.decode(errors="replace")
 
     def _api_ok(self, path: str) -> bool:
         try:
