@@ -93,29 +93,33 @@ class Kube:
         with self._lock:
             self.requests[method] += 1
         try:
-            resp = self._api.call_api(
-                path,
-                method,
+            method_, url, headers, body_, _ = self._api.param_serialize(
+                method=method,
+                resource_path=path,
                 query_params=query or [],
                 header_params={"Content-Type": content_type, "Accept": "application/json"},
                 body=body,
                 auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=30,
             )
+            resp = self._api.call_api(method_, url, header_params=headers, body=body_, _request_timeout=30)
+            data = resp.read()
         except ApiException as exc:
-            reason, message = "", exc.reason or ""
-            try:
-                payload = json.loads(exc.body or b"{}")
-                reason, message = payload.get("reason", ""), payload.get("message", message)
-            except ValueError:
-                pass
-            raise KubeError(f"{method} {path}: {exc.status} {message}", status=int(exc.status or 0),
-                            reason=reason) from exc
-        except OSError as exc:
+            raise self._error(method, path, int(exc.status or 0), exc.body or b"") from exc
+        except OSError as exc:  # urllib3 errors derive from OSError-compatible exceptions or are wrapped
             raise KubeError(f"{method} {path}: {exc}", status=0) from exc
-        data = resp[0].data if isinstance(resp, tuple) else resp.data
+        if not 200 <= resp.status < 300:
+            raise self._error(method, path, resp.status, data)
         return json.loads(data) if data else None
+
+    @staticmethod
+    def _error(method: str, path: str, status: int, raw: bytes | str) -> KubeError:
+        reason, message = "", raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            payload = json.loads(raw or b"{}")
+            reason, message = payload.get("reason", ""), payload.get("message", message)
+        except ValueError:
+            pass
+        return KubeError(f"{method} {path}: {status} {message}", status=status, reason=reason)
 
     # ------------------------------------------------------------------ verbs
 

@@ -16,9 +16,11 @@ def run_operator(
 ) -> int:
     from llm_operator import handlers  # noqa: F401 - importing registers the handlers
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # kopf logs every successful event handler at INFO; with one event per child change that drowns
+        # the operator's own messages.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
