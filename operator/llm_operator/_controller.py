@@ -43,6 +43,9 @@ class Controller:
         self.resync_seconds = resync_seconds
         self.bodies: dict[Key, Mapping[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
+        # kopf's node index (live mapping). kopf starts no resource handler before indexes are populated,
+        # so the first reconcile already sees every node.
+        self.node_index: Mapping[str, Any] | None = None
         self.monitoring_crds = False
         self._reconcile = reconcile_fn
         self._heap: list[tuple[float, Key]] = []
@@ -78,9 +81,26 @@ class Controller:
             self.bodies.pop(key, None)
             self.forget(key)
         else:
-            self.bodies[key] = body
+            current = self.bodies.get(key)
+            same_object = current is not None and body["metadata"].get("uid") == current["metadata"].get("uid")
+            if not same_object or _rv(body) >= _rv(current or {"metadata": {}}):
+                self.bodies[key] = body
             self.enqueue(key)
         MANAGED.set(len(self.bodies))
+
+    def _remember(self, key: Key, body: Mapping[str, Any]) -> None:
+        """Keep the newest copy: our own status write may land before its watch event does, and reconciling
+        the stale copy again would repeat the write (and its Events)."""
+        current = self.bodies.get(key)
+        if current is None:
+            return
+        if _rv(body) > _rv(current) and body["metadata"].get("uid") == current["metadata"].get("uid"):
+            self.bodies[key] = body
+
+    def node_facts(self) -> NodeFacts | None:
+        if self.node_index is None:
+            return None
+        return NodeFacts.from_nodes(v for store in list(self.node_index.values()) for v in list(store))
 
     def set_node(self, name: str, facts: dict[str, Any] | None) -> bool:
         """Record a node's GPU facts; True when what the fleet offers changed."""
@@ -149,10 +169,12 @@ class Controller:
             started = time.monotonic()
             with lock_for(*key):
                 outcome = self._reconcile(
-                    self.kube, body, nodes=NodeFacts.from_nodes(self.nodes.values()) if self.nodes else None,
+                    self.kube, body, nodes=self.node_facts(),
                     monitoring_crds=self.monitoring_crds,
                 )
             RECONCILE_SECONDS.observe(time.monotonic() - started)
+            if outcome.body is not None:
+                self._remember(key, outcome.body)
             RECONCILES.labels("success").inc()
             self._failures.pop(key, None)
             if outcome.requeue_after is not None:
@@ -183,3 +205,10 @@ class Controller:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         return float(min(2 ** (failures - 1), 60))
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int(body["metadata"].get("resourceVersion") or 0)
+    except ValueError:  # opaque by contract; etcd-backed servers use integers
+        return 0

@@ -83,6 +83,7 @@ class Outcome:
     reason: str
     requeue_after: float | None = None
     writes: int = 0
+    body: Mapping[str, Any] | None = None  # the object as our status write returned it
 
 
 @dataclass
@@ -399,8 +400,9 @@ def _finish(
         and before.get("observedGeneration") == generation
         for c in new_conditions
     )
+    updated_body = None
     if not (contains(comparable, old_status) and same_conditions):
-        kube.apply(
+        updated_body = kube.apply(
             {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
              "status": status},
             subresource="status",
@@ -411,6 +413,7 @@ def _finish(
         reason=ready_cond.reason,
         requeue_after=10.0 if rolling or (problems and not ready_cond.status) else None,
         writes=kube.writes - writes_before,
+        body=updated_body,
     )
 
 

@@ -61,9 +61,17 @@ def probe(**_: Any) -> dict[str, Any]:
     return {"llmdeployments": len(ctl.bodies), "idle": ctl.idle(), "api_requests": dict(ctl.kube.requests)}
 
 
+@kopf.index("", "v1", "nodes")
+def gpu_nodes(name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+    facts = {"product": labels.get("nvidia.com/gpu.product"), "allocatable": dict(status.get("allocatable") or {})}
+    return {name: facts}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def llmdeployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    _ctl().observe(dict(body), deleted=type == "DELETED")
+def llmdeployment_event(body: kopf.Body, type: str | None, gpu_nodes: kopf.Index[str, Any], **_: Any) -> None:
+    ctl = _ctl()
+    ctl.node_index = gpu_nodes
+    ctl.observe(dict(body), deleted=type == "DELETED")
 
 
 def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
