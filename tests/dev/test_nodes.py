@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from llm_operator.dev import NodeProfileError, build_nodes, load_profile
 
 DEFAULT = Path(__file__).resolve().parents[2] / "e2e" / "nodes" / "default.yaml"
