@@ -133,6 +133,45 @@ def _check_quantity(value: str | int) -> str | int:
     return value
 
 
+_QUANTITY_SUFFIX = {
+    "": 1,
+    "n": 10**-9,
+    "u": 10**-6,
+    "m": 10**-3,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity_value(value: str | int) -> float:
+    """A Kubernetes quantity as a number (bytes, cores), for the few comparisons the rules need."""
+    if isinstance(value, int):
+        return float(value)
+    match = re.fullmatch(r"([+-]?[0-9.]+)([eE][+-]?[0-9]+|[numkMGTPE]i?)?", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    number, suffix = match.group(1), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return float(number + suffix)
+    return float(number) * _QUANTITY_SUFFIX[suffix]
+
+
+def _shm_fits(s: ResourcesSpec) -> bool:
+    if s.memory is None:
+        return True
+    return quantity_value(s.shared_memory) < quantity_value(s.memory)
+
+
 # Same shape controller-gen emits for resource.Quantity: int-or-string with the quantity pattern.
 Quantity = Annotated[
     str | int,
@@ -147,9 +186,7 @@ Quantity = Annotated[
 ]
 
 ShortMap = Annotated[
-    dict[
-        Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=1024)]
-    ],
+    dict[Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=1024)]],
     Field(max_length=32),
 ]
 
@@ -216,8 +253,7 @@ class ModelSpec(_Model):
         ),
         CelRule(
             rule=f"!has(self.uri) || self.uri.matches('{URI_PATTERN}')",
-            message="spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc:// and contain "
-            "no spaces",
+            message="spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc:// and contain no spaces",
             check=lambda s: s.uri is None or re.match(URI_PATTERN, s.uri) is not None,
             field_path=".uri",
         ),
@@ -226,9 +262,7 @@ class ModelSpec(_Model):
             message="spec.model.uri: a pvc:// URI must be pvc://<claim-name>/<path> with a lowercase "
             "DNS-1123 claim name",
             check=lambda s: (
-                s.uri is None
-                or not s.uri.startswith("pvc://")
-                or re.match(PVC_URI_PATTERN, s.uri) is not None
+                s.uri is None or not s.uri.startswith("pvc://") or re.match(PVC_URI_PATTERN, s.uri) is not None
             ),
             field_path=".uri",
         ),
@@ -290,9 +324,7 @@ class RuntimeSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the image. Triton images are several GB: keep `IfNotPresent` with pinned
     tags."""
-    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=8)] = Field(
-        default_factory=list
-    )
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=8)] = Field(default_factory=list)
     """Secrets for pulling the image from a private registry (e.g. nvcr.io)."""
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     """GPUs one model instance is sharded across. Whole-GPU count must be a multiple of it; extra multiples
@@ -340,13 +372,13 @@ class RuntimeSpec(_Model):
 
     __cel_rules__ = (
         CelRule(
-            rule=f"self.parameters.all(k, k.matches('{PARAMETER_KEY_PATTERN}'))",
+            rule=f"!has(self.parameters) || self.parameters.all(k, k.matches('{PARAMETER_KEY_PATTERN}'))",
             message="spec.runtime.parameters keys may only contain letters, digits, '_', '.' and '-'",
             check=lambda s: all(re.match(PARAMETER_KEY_PATTERN, k) for k in s.parameters),
             field_path=".parameters",
         ),
         CelRule(
-            rule="self.args.all(a, "
+            rule="!has(self.args) || self.args.all(a, "
             + " && ".join(f"!a.startsWith('{f}')" for f in RESERVED_TRITON_FLAGS)
             + ")",
             message="spec.runtime.args must not set "
@@ -416,6 +448,15 @@ class ResourcesSpec(_Model):
             message="spec.resources: set gpu (whole GPUs) or mig (a MIG slice), not both",
             check=lambda s: not (s.gpu is not None and s.mig is not None),
         ),
+        CelRule(
+            # string(): int-or-string fields are either type in CEL; quantity() wants a string.
+            rule="!has(self.memory) || "
+            "quantity(string(self.sharedMemory)).compareTo(quantity(string(self.memory))) < 0",
+            message="spec.resources.sharedMemory must be smaller than spec.resources.memory: /dev/shm is "
+            "counted against the memory limit, so the pod would be OOM-killed",
+            check=_shm_fits,
+            field_path=".sharedMemory",
+        ),
     )
 
 
@@ -458,14 +499,10 @@ class PlacementSpec(_Model):
     affinity: dict[str, Any] | None = None
     """core/v1 Affinity, passed to the pods unchanged except that spot/on-demand terms are merged in;
     validated by the API server when the Deployment is written."""
-    topology_spread_constraints: Annotated[list[dict[str, Any]], Field(max_length=8)] = Field(
-        default_factory=list
-    )
+    topology_spread_constraints: Annotated[list[dict[str, Any]], Field(max_length=8)] = Field(default_factory=list)
     """core/v1 TopologySpreadConstraints. When a constraint has no labelSelector the operator selects this
     LLMDeployment's pods."""
-    priority_class_name: (
-        Annotated[str, StringConstraints(max_length=253, pattern=DNS1123_SUBDOMAIN)] | None
-    ) = None
+    priority_class_name: Annotated[str, StringConstraints(max_length=253, pattern=DNS1123_SUBDOMAIN)] | None = None
     """PriorityClass of the pods, e.g. to let production models preempt batch work."""
     capacity_type: CapacityType = "OnDemand"
     """Spot or on-demand nodes, by the `llmops.dev/capacity-type` node label (`spot`/`on-demand`) and the
@@ -474,16 +511,15 @@ class PlacementSpec(_Model):
 
     __cel_rules__ = (
         CelRule(
-            rule=f"!('{GPU_PRODUCT_LABEL}' in self.nodeSelector)",
+            rule=f"!has(self.nodeSelector) || !('{GPU_PRODUCT_LABEL}' in self.nodeSelector)",
             message=f"spec.placement.nodeSelector must not set {GPU_PRODUCT_LABEL}; use "
             "spec.resources.gpu.product (or mig.product)",
             check=lambda s: GPU_PRODUCT_LABEL not in s.node_selector,
             field_path=".nodeSelector",
         ),
         CelRule(
-            rule=f"!('{CAPACITY_TYPE_LABEL}' in self.nodeSelector)",
-            message=f"spec.placement.nodeSelector must not set {CAPACITY_TYPE_LABEL}; use "
-            "spec.placement.capacityType",
+            rule=f"!has(self.nodeSelector) || !('{CAPACITY_TYPE_LABEL}' in self.nodeSelector)",
+            message=f"spec.placement.nodeSelector must not set {CAPACITY_TYPE_LABEL}; use spec.placement.capacityType",
             check=lambda s: CAPACITY_TYPE_LABEL not in s.node_selector,
             field_path=".nodeSelector",
         ),
@@ -638,9 +674,7 @@ class LLMDeploymentSpec(_Model):
             rule="self.runtime.backend == 'python' || has(self.resources.gpu) || has(self.resources.mig)",
             message="spec.runtime.backend vllm and tensorrtllm need a GPU: set spec.resources.gpu or "
             "spec.resources.mig",
-            check=lambda s: (
-                s.runtime.backend == "python" or s.resources.gpu is not None or s.resources.mig is not None
-            ),
+            check=lambda s: s.runtime.backend == "python" or s.resources.gpu is not None or s.resources.mig is not None,
             field_path=".resources",
         ),
     )

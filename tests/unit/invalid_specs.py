@@ -179,6 +179,12 @@ INVALID_SPECS: list[Case] = [
         "spec.resources",
     ),
     Case(
+        "shared-memory-over-memory-limit",
+        _spec(resources={"memory": "1Gi", "sharedMemory": "2Gi"}),
+        "spec.resources.sharedMemory must be smaller than spec.resources.memory",
+        "spec.resources",
+    ),
+    Case(
         "vllm-without-gpu",
         _spec(resources={"gpu": None}),
         "spec.runtime.backend vllm and tensorrtllm need a GPU",

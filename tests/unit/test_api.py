@@ -159,6 +159,22 @@ def test_bad_quantities_name_the_field(quantity: str) -> None:
     assert info.value.errors()[0]["loc"] == ("memory",)
 
 
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [("2Gi", 2 * 2**30), ("64Gi", 64 * 2**30), ("500m", 0.5), ("1e3", 1000.0), (8, 8.0), ("1.5G", 1.5e9)],
+)
+def test_quantity_value(quantity: str | int, value: float) -> None:
+    assert api.quantity_value(quantity) == pytest.approx(value)
+
+
+def test_shared_memory_compared_across_units() -> None:
+    assert api.ResourcesSpec(memory="3000Mi", shared_memory="2Gi").memory == "3000Mi"
+    with pytest.raises(ValidationError, match="sharedMemory must be smaller"):
+        api.ResourcesSpec(memory="2000Mi", shared_memory="2Gi")
+    # Without a memory limit there is nothing to compare against.
+    assert api.ResourcesSpec(shared_memory="64Gi").memory is None
+
+
 def test_pvc_rejects_secret_even_via_structured_source() -> None:
     with pytest.raises(ValidationError, match="secretRef is only used to download remote models"):
         api.ModelSpec.model_validate({"name": "m", "pvc": {"claimName": "c"}, "secretRef": {"name": "s"}})

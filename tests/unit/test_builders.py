@@ -87,9 +87,7 @@ def test_no_owner_refs_without_uid() -> None:
 def test_monitor_only_when_crds_exist_and_enabled() -> None:
     assert "PodMonitor" not in children(make(), monitoring_crds=False)
     assert "PodMonitor" not in children(make({"monitoring": {"enabled": False}}))
-    service_monitor = children(
-        make({"monitoring": {"kind": "ServiceMonitor", "labels": {"release": "prom"}}})
-    )
+    service_monitor = children(make({"monitoring": {"kind": "ServiceMonitor", "labels": {"release": "prom"}}}))
     sm = service_monitor["ServiceMonitor"]
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
@@ -206,9 +204,7 @@ def test_whole_gpus_limits_selector_and_toleration() -> None:
 
 
 def test_mig_slice_uses_mig_resource_not_whole_gpus() -> None:
-    llmd = make(
-        {"resources": {"gpu": None, "mig": {"profile": "3g.40gb", "product": "NVIDIA-A100-SXM4-80GB"}}}
-    )
+    llmd = make({"resources": {"gpu": None, "mig": {"profile": "3g.40gb", "product": "NVIDIA-A100-SXM4-80GB"}}})
     limits = triton(llmd)["resources"]["limits"]
     assert limits["nvidia.com/mig-3g.40gb"] == 1
     assert "nvidia.com/gpu" not in limits
@@ -278,14 +274,10 @@ def test_on_demand_constraint_is_anded_into_every_user_term() -> None:
         "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []},
     }
     llmd = make({"placement": {"affinity": user_affinity}})
-    terms = _node_affinity(pod_spec(llmd))["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"
-    ]
+    terms = _node_affinity(pod_spec(llmd))["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert len(terms) == 2
     for term in terms:
-        assert {"key": "llmops.dev/capacity-type", "operator": "NotIn", "values": ["spot"]} in term[
-            "matchExpressions"
-        ]
+        assert {"key": "llmops.dev/capacity-type", "operator": "NotIn", "values": ["spot"]} in term["matchExpressions"]
         assert term["matchExpressions"][0]["key"] == "zone"
     assert "podAntiAffinity" in pod_spec(llmd)["affinity"]
     # The spec object itself is not mutated by rendering.
@@ -298,9 +290,7 @@ def test_user_placement_is_kept() -> None:
             {
                 "placement": {
                     "nodeSelector": {"pool": "inference"},
-                    "tolerations": [
-                        {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
-                    ],
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],
                     "priorityClassName": "llm-critical",
                     "topologySpreadConstraints": [
                         {
@@ -314,9 +304,7 @@ def test_user_placement_is_kept() -> None:
         )
     )
     assert spec["nodeSelector"]["pool"] == "inference"
-    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in spec[
-        "tolerations"
-    ]
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["priorityClassName"] == "llm-critical"
     (spread,) = spec["topologySpreadConstraints"]
     assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "llama"
@@ -352,17 +340,13 @@ def test_s3_without_secret_has_no_env_from() -> None:
 def test_pvc_is_mounted_read_only_without_fetch(model: dict[str, Any]) -> None:
     spec = pod_spec(make({"model": model}))
     assert "initContainers" not in spec
-    assert {"name": "model", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}} in spec[
-        "volumes"
-    ]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}} in spec["volumes"]
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "model")
     assert mount == {"name": "model", "mountPath": "/mnt/model", "readOnly": True, "subPath": "meta/llama"}
 
 
 def test_oci_is_an_image_volume_with_pull_secret() -> None:
-    spec = pod_spec(
-        make({"model": {"uri": "oci://registry.example.com/models/llama:1", "secretRef": {"name": "r"}}})
-    )
+    spec = pod_spec(make({"model": {"uri": "oci://registry.example.com/models/llama:1", "secretRef": {"name": "r"}}}))
     assert "initContainers" not in spec
     volume = next(v for v in spec["volumes"] if v["name"] == "model")
     assert volume["image"]["reference"] == "registry.example.com/models/llama:1"
@@ -410,9 +394,7 @@ def test_vllm_repository_has_config_and_model_json() -> None:
 
 
 def test_python_repository_comes_from_llm_runtime() -> None:
-    llmd = make(
-        {"runtime": {"backend": "python", "maxBatchSize": 4, "maxQueueSize": 9, "queueTimeoutSeconds": 2}}
-    )
+    llmd = make({"runtime": {"backend": "python", "maxBatchSize": 4, "maxQueueSize": 9, "queueTimeoutSeconds": 2}})
     files = _repo(llmd)
     assert set(files) == {"llama-3.1-8b/config.pbtxt", "llama-3.1-8b/1/model.py"}
     config = files["llama-3.1-8b/config.pbtxt"]

@@ -158,9 +158,7 @@ def test_cel_rules_present_where_the_issue_asks(schema: dict[str, Any]) -> None:
     assert any("% self.runtime.tensorParallelSize == 0" in r for r in rules[".spec"])
     assert "!(has(self.gpu) && has(self.mig))" in rules[".spec.resources"]
     assert "self.steps.map(s, s.weight).isSorted()" in rules[".spec.rollout.canary"]
-    weight = schema["properties"]["spec"]["properties"]["rollout"]["properties"]["canary"]["properties"][
-        "steps"
-    ]
+    weight = schema["properties"]["spec"]["properties"]["rollout"]["properties"]["canary"]["properties"]["steps"]
     assert (
         weight["items"]["properties"]["weight"]["minimum"],
         weight["items"]["properties"]["weight"]["maximum"],

@@ -61,9 +61,7 @@ def test_render_is_deterministic(tmp_path: Path) -> None:
 def test_error_names_file_document_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
-        VALID
-        + "---\n"
-        + VALID.split("---")[0].replace("hf://org/a", "ftp://x").replace("name: a,", "name: c,")
+        VALID + "---\n" + VALID.split("---")[0].replace("hf://org/a", "ftp://x").replace("name: a,", "name: c,")
     )
     with pytest.raises(builders.RenderError) as info:
         builders.render_file(path)
@@ -118,8 +116,7 @@ def test_examples_exist() -> None:
     # The four scenarios the issue asks for.
     assert any(s.resources.gpu and s.resources.gpu.count == 1 for s in spec_of.values())
     assert any(
-        s.runtime.tensor_parallel_size == 8 and s.resources.gpu and s.resources.gpu.count == 8
-        for s in spec_of.values()
+        s.runtime.tensor_parallel_size == 8 and s.resources.gpu and s.resources.gpu.count == 8 for s in spec_of.values()
     )
     assert any(s.resources.mig is not None for s in spec_of.values())
     assert any(s.placement.capacity_type in ("Spot", "PreferSpot") for s in spec_of.values())
