@@ -519,3 +519,61 @@ def test_status_helpers() -> None:
         "grpc": "llama.models.svc:8001",
         "metrics": "http://llama.models.svc:8002/metrics",
     }
+
+
+# ------------------------------------------------------------------------------ generated valid specs
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
+    backend = draw(st.sampled_from(["python", "vllm", "tensorrtllm"]))
+    tp = 1 if backend == "python" else draw(st.sampled_from([1, 2, 4, 8]))
+    accel = draw(st.sampled_from(["gpu", "mig"] + (["cpu"] if backend == "python" else [])))
+    if accel == "mig" and tp > 1:
+        accel = "gpu"
+    resources: dict[str, Any] = {}
+    if accel == "gpu":
+        resources["gpu"] = {
+            "count": tp * draw(st.integers(min_value=1, max_value=16 // tp)),
+            "product": draw(st.sampled_from(["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"])),
+        }
+    elif accel == "mig":
+        resources["mig"] = {"profile": draw(st.sampled_from(["1g.10gb", "3g.40gb"]))}
+    uri = draw(
+        st.sampled_from(
+            ["hf://org/model", "s3://bucket/model", "gs://bucket/m", "oci://r.example/m:1", "pvc://weights/m"]
+        )
+    )
+    model: dict[str, Any] = {"name": draw(st.from_regex(r"[a-z][a-z0-9.-]{0,20}[a-z0-9]", fullmatch=True)), "uri": uri}
+    if not uri.startswith("pvc://") and draw(st.booleans()):
+        model["secretRef"] = {"name": "creds"}
+    return {
+        "model": model,
+        "runtime": {"backend": backend, "tensorParallelSize": tp},
+        "resources": resources,
+        "placement": {"capacityType": draw(st.sampled_from(["OnDemand", "Spot", "PreferSpot"]))},
+        "replicas": draw(st.integers(min_value=0, max_value=20)),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=valid_specs(), name=st.from_regex(r"[a-z][a-z0-9-]{0,50}[a-z0-9]", fullmatch=True))
+def test_any_valid_spec_renders_consistent_children(spec: dict[str, Any], name: str) -> None:
+    llmd = api.parse({"metadata": {"name": name}, "spec": spec})
+    assert api.parse(llmd.to_k8s()) == llmd  # the stored form round-trips
+    out = builders.build_children(llmd, namespace="ns", owner_uid=UID, monitoring_crds=True)
+    dep = next(c for c in out if c["kind"] == "Deployment")
+    template = dep["spec"]["template"]
+    assert dep["spec"]["replicas"] == spec["replicas"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    for child in out:
+        assert len(child["metadata"]["name"]) <= 63
+    pod = template["spec"]
+    volume_names = {v["name"] for v in pod["volumes"]}
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert {m["name"] for m in container["volumeMounts"]} <= volume_names
+    limits = pod["containers"][0].get("resources", {}).get("limits", {})
+    gpu_keys = {k for k in limits if k.startswith("nvidia.com/")}
+    assert len(gpu_keys) == (0 if not (llmd.spec.resources.gpu or llmd.spec.resources.mig) else 1)
+    spot_tolerated = any(t.get("key") == api.SPOT_TAINT_KEY for t in pod.get("tolerations", []))
+    assert spot_tolerated == (llmd.spec.placement.capacity_type != "OnDemand")
