@@ -127,9 +127,7 @@ def _structural(node: Any, *, path: str) -> Any:
             out[key] = _description(value)
             continue
         if key == "patternProperties":
-            raise ValueError(
-                f"{path}: patternProperties is not allowed in CRD schemas; constrain keys with CEL"
-            )
+            raise ValueError(f"{path}: patternProperties is not allowed in CRD schemas; constrain keys with CEL")
         if key == "additionalProperties":
             if value is False:
                 continue
@@ -325,9 +323,7 @@ def field_reference() -> str:
         lines.extend(["| Field | Type | Default | Constraints | Description |", "|---|---|---|---|---|"])
         nested: list[tuple[str, dict[str, Any]]] = []
         for name, sub in props.items():
-            default = (
-                json.dumps(sub["default"]) if "default" in sub else ("required" if name in required else "")
-            )
+            default = json.dumps(sub["default"]) if "default" in sub else ("required" if name in required else "")
             desc = sub.get("description", "").replace("|", "\\|").replace("\n\n", "<br>")
             cons = _constraints(sub).replace("|", "\\|")
             lines.append(f"| `{name}` | {_type_of(sub)} | {default} | {cons} | {desc} |")

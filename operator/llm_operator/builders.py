@@ -476,9 +476,7 @@ def _tolerations(spec: api.LLMDeploymentSpec) -> list[dict[str, Any]]:
     if _uses_gpu(spec):
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     if spec.placement.capacity_type in ("Spot", "PreferSpot"):
-        tolerations.append(
-            {"key": api.SPOT_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-        )
+        tolerations.append({"key": api.SPOT_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
     tolerations.extend(t.to_k8s() for t in spec.placement.tolerations)
     return tolerations
 
@@ -515,9 +513,7 @@ def _affinity(spec: api.LLMDeploymentSpec) -> dict[str, Any] | None:
             {
                 "weight": 100,
                 "preference": {
-                    "matchExpressions": [
-                        {"key": api.CAPACITY_TYPE_LABEL, "operator": "In", "values": ["spot"]}
-                    ]
+                    "matchExpressions": [{"key": api.CAPACITY_TYPE_LABEL, "operator": "In", "values": ["spot"]}]
                 },
             }
         )
@@ -790,9 +786,7 @@ def build_pod_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str
     }
 
 
-def build_service_monitor(
-    llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None
-) -> dict[str, Any]:
+def build_service_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
     mon = llmd.spec.monitoring
     return {
         "apiVersion": "monitoring.coreos.com/v1",
