@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 import threading
 import time
@@ -22,7 +23,7 @@ import torch
 from llm_runtime import kvcache
 from llm_runtime.detok import TextStream
 from llm_runtime.errors import BadRequestError, OverloadedError, RuntimeRequestError
-from llm_runtime.sampling import SamplingParams, sample_next
+from llm_runtime.sampling import SamplingParams, sample_batch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Request:
     # Scheduler-thread state.
     max_new: int = 0
     generated: int = 0
+    first_token_at: float = 0.0
     last_token_at: float = 0.0
     stream: TextStream | None = None
     generator: torch.Generator | None = None
@@ -89,6 +91,19 @@ class EngineStats:
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for CPU inference: LLM_RUNTIME_TORCH_THREADS, else half the cores.
+
+    Triton, the python stub's IPC and the HTTP front need CPU too; when torch's OpenMP workers compete
+    with them they spin and get descheduled, and a decode step of a small model gets 30x slower (measured
+    on 2 cores: 178 ms with 2 threads under load, 5 ms with 1).
+    """
+    env = os.environ.get("LLM_RUNTIME_TORCH_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -160,6 +175,8 @@ class Engine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = device or pick_device()
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(dtype, device))
         model.to(device)
@@ -225,7 +242,7 @@ class Engine:
             )
 
     def drain_samples(self) -> tuple[list[float], list[float], list[int]]:
-        """Return and clear (ttft seconds, inter-token seconds, batch sizes) observed since the last call."""
+        """Return and clear (TTFT seconds, per-request mean inter-token seconds, decode batch sizes)."""
         with self._lock:
             out = (self._ttft, self._itl, self._batch_sizes)
             self._ttft, self._itl, self._batch_sizes = [], [], []
@@ -394,18 +411,23 @@ class Engine:
         tokens: list[int] = []
         keep: list[int] = []
         ttft: list[float] = []
-        itl: list[float] = []
+        live = [i for i, r in enumerate(reqs) if not r.cancelled()]
+        sampled = (
+            sample_batch(logits[live], params=[reqs[i].params for i in live], generators=[reqs[i].generator for i in live])
+            if live
+            else []
+        )
+        chosen = dict(zip(live, sampled, strict=True))
         for i, r in enumerate(reqs):
-            if r.cancelled():
+            if i not in chosen:
                 tokens.append(self.pad_id)
                 self._finish(r, FINISH_CANCELLED)
                 continue
-            tok = sample_next(logits[i], params=r.params, generator=r.generator)
+            tok = chosen[i]
             tokens.append(tok)
             if r.generated == 0:
                 ttft.append(now - r.arrival)
-            else:
-                itl.append(now - r.last_token_at)
+                r.first_token_at = now
             r.last_token_at = now
             r.generated += 1
             assert r.stream is not None
@@ -424,9 +446,8 @@ class Engine:
                 r.on_event(GenerationEvent(delta, False, None, len(r.prompt_ids), r.generated))
             keep.append(i)
         with self._lock:
-            self._gen_tokens += len(ttft) + len(itl)
+            self._gen_tokens += len(chosen)
             self._ttft.extend(ttft)
-            self._itl.extend(itl)
         return tokens, keep
 
     def _finish(self, r: Request, reason: str, *, delta: str = "") -> None:
@@ -434,6 +455,10 @@ class Engine:
             delta += r.stream.finish()
         with self._lock:
             self._finished += 1
+            if r.generated >= 2:
+                # One observation per request (its mean gap between tokens): per-token observations
+                # would cost one IPC each in the Triton stub.
+                self._itl.append((r.last_token_at - r.first_token_at) / (r.generated - 1))
         r.on_event(GenerationEvent(delta, True, reason, len(r.prompt_ids), r.generated))
 
     def _fail(self, r: Request, err: RuntimeRequestError) -> None:

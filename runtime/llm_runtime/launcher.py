@@ -7,6 +7,7 @@ interpreter's own libpython (Debian's system copy of the same major version lack
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -167,4 +168,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Python stub processes live in tritonserver's own process group (start_new_session above); a
+        # server that gave up on its exit timeout can leave them behind, so end whatever is left of it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         return int(self.proc.returncode)

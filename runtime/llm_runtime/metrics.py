@@ -24,13 +24,14 @@ METRIC_TIME_TO_FIRST_TOKEN: Final = "llm_time_to_first_token_seconds"
 """Histogram: seconds from admission to the first generated token."""
 
 METRIC_INTER_TOKEN_LATENCY: Final = "llm_inter_token_latency_seconds"
-"""Histogram: seconds between consecutive generated tokens of one request."""
+"""Histogram: per finished request, the mean seconds between its consecutive generated tokens."""
 
 METRIC_KV_CACHE_USAGE: Final = "llm_kv_cache_usage_ratio"
 """Gauge: fraction (0..1) of the KV-cache token budget in use."""
 
 METRIC_BATCH_SIZE: Final = "llm_batch_size"
-"""Histogram: number of sequences in each decode step (shows that requests share batches)."""
+"""Histogram: mean number of sequences per decode step, one observation per 100 ms report period
+while decoding (shows that requests share batches)."""
 
 METRIC_REQUESTS_REJECTED: Final = "llm_requests_rejected_total"
 """Counter: requests refused because the admission queue was full."""

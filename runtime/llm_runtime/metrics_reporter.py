@@ -65,6 +65,7 @@ class MetricsReporter:
             log.warning("llm_runtime: custom metrics disabled: %s", exc)
             self.enabled = False
         self._last = engine.stats()
+        self._gauges: dict[str, float] = {}
 
     def start(self) -> None:
         if not self.enabled:
@@ -85,10 +86,17 @@ class MetricsReporter:
                 log.exception("llm_runtime: metrics report failed")
 
     def report_once(self) -> None:
+        # Only changed values are sent: every call is an IPC that holds the GIL until Triton answers, and
+        # an idle model that makes none cannot be caught mid-call when Triton unloads it.
         s = self._engine.stats()
-        self._queue.set(float(s.queue_depth))
-        self._running.set(float(s.running))
-        self._kv.set(float(s.kv_cache_usage))
+        for key, metric, value in (
+            ("queue", self._queue, float(s.queue_depth)),
+            ("running", self._running, float(s.running)),
+            ("kv", self._kv, float(s.kv_cache_usage)),
+        ):
+            if self._gauges.get(key) != value:
+                metric.set(value)
+                self._gauges[key] = value
         for metric, now, before in (
             (self._prompt, s.prompt_tokens_total, self._last.prompt_tokens_total),
             (self._gen, s.generation_tokens_total, self._last.generation_tokens_total),
@@ -103,5 +111,6 @@ class MetricsReporter:
             self._ttft.observe(v)
         for v in itl:
             self._itl.observe(v)
-        for b in batch_sizes:
-            self._batch.observe(float(b))
+        if batch_sizes:
+            # One observation per report period: the mean decode batch over the period's steps.
+            self._batch.observe(sum(batch_sizes) / len(batch_sizes))

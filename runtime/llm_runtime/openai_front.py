@@ -225,6 +225,7 @@ class OpenAIFront:
         try:
             async for result, error in responses:
                 if error is not None:
+                    done = True  # an error response is the request's last one
                     raise _from_triton_error(str(error))
                 fr = result.as_numpy("finish_reason")
                 reason = fr.reshape(-1)[0].decode() if fr is not None else ""
@@ -234,9 +235,12 @@ class OpenAIFront:
                     prompt_tokens=int(result.as_numpy("prompt_tokens").reshape(-1)[0]),
                     completion_tokens=int(result.as_numpy("completion_tokens").reshape(-1)[0]),
                 )
+                # Mark completion before yielding: a caller that stops after the last chunk leaves this
+                # generator suspended, and cancelling a finished Triton request (on close) leaks it in
+                # Triton 2.51, which then never finishes unloading the model at shutdown.
+                done = bool(chunk.finish_reason)
                 yield chunk
-                if chunk.finish_reason:
-                    done = True
+                if done:
                     return
         finally:
             if not done:

@@ -51,24 +51,37 @@ class SamplingParams:
             raise BadRequestError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
 
-def sample_next(
-    logits: torch.Tensor, *, params: SamplingParams, generator: torch.Generator | None
-) -> int:
-    """Pick the next token from a 1-D logits row."""
+def sample_batch(
+    logits: torch.Tensor, *, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> list[int]:
+    """Pick one token per row of ``logits`` [B, V], each row with its own parameters and generator.
+
+    Vectorised over the batch; only the one uniform draw per row comes from the row's own generator,
+    which is what makes a seeded request reproducible whatever else shares its batch.
+    """
     import torch
 
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits).item())
-    scores = logits.float() / params.temperature
-    if params.top_k > 0 and params.top_k < scores.shape[-1]:
-        kth = torch.topk(scores, params.top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_scores, idx = torch.sort(scores, descending=True)
-        cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+    b, v = logits.shape
+    logits = logits.float()
+    temps = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+    greedy = temps == 0.0
+    if bool(greedy.all()):
+        return [int(t) for t in torch.argmax(logits, dim=-1).tolist()]
+    scores = logits / temps.clamp(min=1e-5)[:, None]
+    ks = torch.tensor([p.top_k if 0 < p.top_k < v else v for p in params], dtype=torch.long)
+    top_ps = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+    if bool((ks < v).any()) or bool((top_ps < 1.0).any()):
+        sorted_scores, idx = torch.sort(scores, dim=-1, descending=True)
+        ranks = torch.arange(v)[None, :]
+        drop = ranks >= ks[:, None]
+        probs = torch.softmax(sorted_scores.masked_fill(drop, float("-inf")), dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least the best token).
-        drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p
+        drop |= (probs.cumsum(dim=-1) - probs) >= top_ps[:, None]
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-        scores = torch.full_like(scores, float("-inf")).scatter(0, idx, sorted_scores)
+        scores = torch.full_like(scores, float("-inf")).scatter(1, idx, sorted_scores)
     probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+    draws = torch.stack([torch.rand((), generator=g) for g in generators])
+    cdf = probs.cumsum(dim=-1)
+    sampled = torch.searchsorted(cdf, draws[:, None] * cdf[:, -1:]).squeeze(1).clamp(max=v - 1)
+    tokens = torch.where(greedy, torch.argmax(logits, dim=-1), sampled)
+    return [int(t) for t in tokens.tolist()]

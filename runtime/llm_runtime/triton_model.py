@@ -177,6 +177,13 @@ class TritonPythonModel:
                     sender.send(response, flags=flags)
             except Exception:  # a client that has gone away must not stop responses to everyone else
                 log.debug("llm_runtime: dropping a response to a closed request", exc_info=True)
+                if flags:
+                    # Without the final flag Triton counts the request as in flight forever (and waits
+                    # for it at shutdown): send the flag alone.
+                    try:
+                        sender.send(flags=flags)
+                    except Exception:
+                        log.debug("llm_runtime: final flag refused", exc_info=True)
 
     def _on_event(self, pending: _Pending, ev: GenerationEvent) -> None:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -224,7 +231,11 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         # Triton calls finalize after its own exit timeout has let in-flight requests finish.
-        self.engine.stop(timeout_s=self.exit_timeout_s)
+        t0 = time.monotonic()
         self.metrics.stop()
+        t1 = time.monotonic()
+        self.engine.stop(timeout_s=self.exit_timeout_s)
+        t2 = time.monotonic()
         self._outbox.put(None)
-        self._responder.join(10)
+        self._responder.join(5)
+        print(f"llm_runtime: finalize metrics {t1 - t0:.2f}s engine {t2 - t1:.2f}s responder {time.monotonic() - t2:.2f}s", flush=True)
