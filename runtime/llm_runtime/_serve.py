@@ -117,7 +117,7 @@ async def _run(
         front = OpenAIFront(model_name=name, tokenizer=tokenizer, grpc_url=server.grpc_url)
         runner = await start_front(front, host=args.host, port=args.port)
     if runner is not None:
-        _say(f"  OpenAI API:   http://{args.host}:{args.port}/v1   (model \"{name}\")")
+        _say(f'  OpenAI API:   http://{args.host}:{args.port}/v1   (model "{name}")')
     _say(f"  Triton HTTP:  {server.http_url}   (POST /v2/models/{name}/generate and /generate_stream)")
     _say(f"  Triton gRPC:  {server.grpc_url}")
     _say(f"  Metrics:      {server.metrics_url}")

@@ -135,9 +135,7 @@ class Engine:
         eos = getattr(model.generation_config, "eos_token_id", None)
         if eos is None:
             eos = tokenizer.eos_token_id
-        self.eos_ids: frozenset[int] = frozenset(
-            [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-        )
+        self.eos_ids: frozenset[int] = frozenset([] if eos is None else ([eos] if isinstance(eos, int) else list(eos)))
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0))
         self._cv = threading.Condition()
         self._waiting: collections.deque[Request] = collections.deque()
@@ -178,8 +176,8 @@ class Engine:
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads())
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(dtype, device))
-        model.to(device)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(dtype, device))
+        model = model.to(device)
         model.eval()
         return cls(
             model=model,
@@ -202,8 +200,7 @@ class Engine:
             raise BadRequestError("text_input is empty: send a prompt with at least one token")
         if n >= self.max_context:
             raise BadRequestError(
-                f"the prompt has {n} tokens but the model's context window is {self.max_context}: "
-                "shorten the prompt"
+                f"the prompt has {n} tokens but the model's context window is {self.max_context}: shorten the prompt"
             )
         room = self.max_context - n
         if request.params.max_tokens is not None and request.params.max_tokens > room:
@@ -360,7 +357,9 @@ class Engine:
         width = max(self._mask.shape[1], mask.shape[1])
         old_kv = kvcache.left_pad(self._kv, width)
         new_kv = kvcache.left_pad(kv, width)
-        self._kv = [(torch.cat([ok, nk]), torch.cat([ov, nv])) for (ok, ov), (nk, nv) in zip(old_kv, new_kv, strict=True)]
+        self._kv = [
+            (torch.cat([ok, nk]), torch.cat([ov, nv])) for (ok, ov), (nk, nv) in zip(old_kv, new_kv, strict=True)
+        ]
         self._mask = torch.cat([kvcache.left_pad_mask(self._mask, width), kvcache.left_pad_mask(mask, width)])
         self._last = torch.cat([self._last, last])
         self._pos = torch.cat([self._pos, pos])
@@ -413,7 +412,9 @@ class Engine:
         ttft: list[float] = []
         live = [i for i, r in enumerate(reqs) if not r.cancelled()]
         sampled = (
-            sample_batch(logits[live], params=[reqs[i].params for i in live], generators=[reqs[i].generator for i in live])
+            sample_batch(
+                logits[live], params=[reqs[i].params for i in live], generators=[reqs[i].generator for i in live]
+            )
             if live
             else []
         )

@@ -25,7 +25,7 @@ def from_tensors(kv: KV) -> Any:
     from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache()
-    layers = []
+    layers: list[Any] = []
     for keys, values in kv:
         layer = DynamicLayer()
         layer.dtype, layer.device = keys.dtype, keys.device

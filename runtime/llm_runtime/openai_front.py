@@ -25,8 +25,21 @@ from llm_runtime.errors import OverloadedError
 log = logging.getLogger("llm_runtime.openai")
 
 _COMMON_FIELDS = {
-    "model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream", "stream_options",
-    "n", "user", "presence_penalty", "frequency_penalty", "ignore_eos", "logprobs",
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "n",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "ignore_eos",
+    "logprobs",
 }
 _COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"}
 _CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
@@ -35,7 +48,12 @@ _MAX_STOP = 8
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
         retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
@@ -178,7 +196,9 @@ class OpenAIFront:
         try:
             body = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+            raise ApiError(
+                400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object")
         unknown = sorted(set(body) - allowed)
@@ -186,11 +206,13 @@ class OpenAIFront:
             raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: remove them", param=unknown[0])
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise ApiError(400, f"model is required: set \"model\": \"{self.model_name}\"", param="model")
+            raise ApiError(400, f'model is required: set "model": "{self.model_name}"', param="model")
         if model != self.model_name:
             raise ApiError(
-                404, f"model {model!r} does not exist here: use \"{self.model_name}\" (see GET /v1/models)",
-                param="model", code="model_not_found",
+                404,
+                f'model {model!r} does not exist here: use "{self.model_name}" (see GET /v1/models)',
+                param="model",
+                code="model_not_found",
             )
         return body
 
@@ -268,8 +290,11 @@ class OpenAIFront:
 
     async def model(self, request: web.Request) -> web.Response:
         if request.match_info["name"] != self.model_name:
-            return ApiError(404, f"model {request.match_info['name']!r} does not exist here: use "
-                            f"\"{self.model_name}\"", code="model_not_found").response()
+            return ApiError(
+                404,
+                f'model {request.match_info["name"]!r} does not exist here: use "{self.model_name}"',
+                code="model_not_found",
+            ).response()
         return web.json_response(self._model_card())
 
     async def health(self, _request: web.Request) -> web.Response:
@@ -313,16 +338,25 @@ class OpenAIFront:
         for i, msg in enumerate(messages):
             if not isinstance(msg, dict) or msg.get("role") not in ("system", "user", "assistant", "developer"):
                 raise ApiError(
-                    400, f"messages[{i}].role must be one of system, developer, user, assistant",
+                    400,
+                    f"messages[{i}].role must be one of system, developer, user, assistant",
                     param=f"messages[{i}].role",
                 )
             content = msg.get("content")
             if isinstance(content, list):
                 parts = []
                 for part in content:
-                    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                        raise ApiError(400, f"messages[{i}].content parts must be {{type: text, text: ...}}; "
-                                       "images and audio are not supported", param=f"messages[{i}].content")
+                    if (
+                        not isinstance(part, dict)
+                        or part.get("type") != "text"
+                        or not isinstance(part.get("text"), str)
+                    ):
+                        raise ApiError(
+                            400,
+                            f"messages[{i}].content parts must be {{type: text, text: ...}}; "
+                            "images and audio are not supported",
+                            param=f"messages[{i}].content",
+                        )
                     parts.append(part["text"])
                 content = "".join(parts)
             if not isinstance(content, str):
@@ -332,7 +366,9 @@ class OpenAIFront:
             try:
                 return str(self.tokenizer.apply_chat_template(norm, tokenize=False, add_generation_prompt=True))
             except Exception as exc:
-                raise ApiError(400, f"the model's chat template rejected the messages: {exc}", param="messages") from exc
+                raise ApiError(
+                    400, f"the model's chat template rejected the messages: {exc}", param="messages"
+                ) from exc
         # Base models without a template: a plain transcript the model can continue.
         return "".join(f"{m['role']}: {m['content']}\n" for m in norm) + "assistant:"
 
@@ -381,11 +417,20 @@ class OpenAIFront:
                 delta["role"] = "assistant"
             choice = {"index": 0, "delta": delta, "finish_reason": c.finish_reason}
             return {**base, "object": "chat.completion.chunk", "choices": [choice]}
-        return {**base, "object": "text_completion",
-                "choices": [{"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}]}
+        return {
+            **base,
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}],
+        }
 
     async def _sse(
-        self, request: web.Request, rid: str, first: Chunk, it: AsyncIterator[Chunk], *, chat: bool,
+        self,
+        request: web.Request,
+        rid: str,
+        first: Chunk,
+        it: AsyncIterator[Chunk],
+        *,
+        chat: bool,
         include_usage: bool,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

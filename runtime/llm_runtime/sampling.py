@@ -33,9 +33,7 @@ class SamplingParams:
         if self.max_tokens is not None and self.max_tokens < 1:
             raise BadRequestError(f"max_tokens must be a positive integer, got {self.max_tokens}")
         if not math.isfinite(self.temperature) or not 0.0 <= self.temperature <= 100.0:
-            raise BadRequestError(
-                f"temperature must be between 0 and 100 (0 = greedy), got {self.temperature}"
-            )
+            raise BadRequestError(f"temperature must be between 0 and 100 (0 = greedy), got {self.temperature}")
         if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise BadRequestError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -44,9 +42,7 @@ class SamplingParams:
             raise BadRequestError(f"stop accepts at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
         for s in self.stop:
             if not s or len(s) > MAX_STOP_LENGTH:
-                raise BadRequestError(
-                    f"each stop string must be 1..{MAX_STOP_LENGTH} characters long, got {len(s)}"
-                )
+                raise BadRequestError(f"each stop string must be 1..{MAX_STOP_LENGTH} characters long, got {len(s)}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise BadRequestError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
@@ -61,7 +57,7 @@ def sample_batch(
     """
     import torch
 
-    b, v = logits.shape
+    v = logits.shape[-1]
     logits = logits.float()
     temps = torch.tensor([p.temperature for p in params], dtype=torch.float32)
     greedy = temps == 0.0

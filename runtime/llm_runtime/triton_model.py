@@ -213,11 +213,15 @@ class TritonPythonModel:
             try:
                 prompt, params, stream = parse_request(request)
                 pending = _Pending(sender=sender, stream=stream)
+
+                def on_event(ev: GenerationEvent, p: _Pending = pending) -> None:
+                    self._on_event(p, ev)
+
                 req = Request(
                     request_id=request.request_id() or uuid.uuid4().hex,
                     prompt_ids=self.engine.tokenize(prompt),
                     params=params,
-                    on_event=lambda ev, p=pending: self._on_event(p, ev),
+                    on_event=on_event,
                     is_cancelled=pending.is_cancelled,
                 )
                 self.engine.submit(req)
@@ -225,17 +229,13 @@ class TritonPythonModel:
                 self._outbox.put((sender, _error_response(err), final))
             except Exception as exc:  # never leave a request without its final response
                 log.exception("llm_runtime: unexpected error while admitting a request")
-                err = RuntimeRequestError(f"internal error: {exc}")
-                self._outbox.put((sender, _error_response(err), final))
+                internal = RuntimeRequestError(f"internal error: {exc}")
+                self._outbox.put((sender, _error_response(internal), final))
         return None
 
     def finalize(self) -> None:
         # Triton calls finalize after its own exit timeout has let in-flight requests finish.
-        t0 = time.monotonic()
         self.metrics.stop()
-        t1 = time.monotonic()
         self.engine.stop(timeout_s=self.exit_timeout_s)
-        t2 = time.monotonic()
         self._outbox.put(None)
         self._responder.join(5)
-        print(f"llm_runtime: finalize metrics {t1 - t0:.2f}s engine {t2 - t1:.2f}s responder {time.monotonic() - t2:.2f}s", flush=True)

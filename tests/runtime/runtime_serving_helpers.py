@@ -82,9 +82,23 @@ def start_serve(work: Path, *extra: str, model: str = "tiny", timeout: float = 2
     oa, http, grpc, metrics = free_ports(4)
     log = work / "serve.log"
     cmd = [
-        sys.executable, "-m", "llm_runtime.cli", "serve", *extra,
-        "--model-name", model, "--work-dir", str(work / "serve"),
-        "--port", str(oa), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+        sys.executable,
+        "-m",
+        "llm_runtime.cli",
+        "serve",
+        *extra,
+        "--model-name",
+        model,
+        "--work-dir",
+        str(work / "serve"),
+        "--port",
+        str(oa),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
     ]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     with open(log, "wb") as out:
@@ -101,7 +115,9 @@ def start_serve(work: Path, *extra: str, model: str = "tiny", timeout: float = 2
     raise RuntimeError(f"llmctl serve not ready in {timeout}s:\n{log.read_text()[-4000:]}")
 
 
-def post_json(url: str, body: Any, *, raw: bytes | None = None, timeout: float = 120) -> tuple[int, dict[str, Any], dict[str, str]]:
+def post_json(
+    url: str, body: Any, *, raw: bytes | None = None, timeout: float = 120
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     data = raw if raw is not None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:

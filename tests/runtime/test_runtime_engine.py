@@ -140,7 +140,7 @@ def test_queue_full_is_refused_with_retry_hint(tiny_model_dir: Path) -> None:
     # Not started yet, so nothing leaves the queue while we fill it.
     slow = SamplingParams(max_tokens=300, temperature=0.0, ignore_eos=True)
     cols = [submit(eng, f"q{i}", slow) for i in range(2)]
-    with pytest.raises(OverloadedError, match="queue is full .* retry after 1s") as info:
+    with pytest.raises(OverloadedError, match=r"queue is full .* retry after 1s") as info:
         submit(eng, "one too many", slow)
     assert info.value.http_status == 503
     assert eng.stats().rejected_total == 1 and eng.stats().queue_depth == 2

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from llm_runtime.repository import render_python_backend, write_model_repository
 
 ARGS = {

@@ -33,8 +33,14 @@ QUEUE = 8
 def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     s = start_serve(
         tmp_path_factory.mktemp("served"),
-        "--model-dir", str(tiny_model_dir),
-        "--max-batch-size", str(BATCH), "--max-queue-size", str(QUEUE), "--exit-timeout", "10",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--max-batch-size",
+        str(BATCH),
+        "--max-queue-size",
+        str(QUEUE),
+        "--exit-timeout",
+        "10",
     )
     yield s
     assert s.stop() == 0
@@ -47,8 +53,12 @@ def client(served: Served) -> Any:
 
 def _inputs(prompt: str, **kw: Any) -> list[Any]:
     spec = {
-        "max_tokens": ("INT32", np.int32), "temperature": ("FP32", np.float32), "seed": ("INT64", np.int64),
-        "stream": ("BOOL", bool), "ignore_eos": ("BOOL", bool), "top_k": ("INT32", np.int32),
+        "max_tokens": ("INT32", np.int32),
+        "temperature": ("FP32", np.float32),
+        "seed": ("INT64", np.int64),
+        "stream": ("BOOL", bool),
+        "ignore_eos": ("BOOL", bool),
+        "top_k": ("INT32", np.int32),
     }
     t = grpcclient.InferInput("text_input", [1], "BYTES")
     t.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
@@ -116,8 +126,13 @@ def test_http_generate_stream_sends_sse_events(served: Served) -> None:
 
 def test_openai_client_completions_and_chat_stream_and_not(client: Any, served: Served) -> None:
     assert [m.id for m in client.models.list().data] == [served.model]
-    kw: dict[str, Any] = {"model": served.model, "max_tokens": 20, "temperature": 0.8, "seed": 7,
-                          "extra_body": {"ignore_eos": True}}
+    kw: dict[str, Any] = {
+        "model": served.model,
+        "max_tokens": 20,
+        "temperature": 0.8,
+        "seed": 7,
+        "extra_body": {"ignore_eos": True},
+    }
     full = client.completions.create(prompt="Once", **kw)
     assert full.choices[0].finish_reason == "length"
     assert full.usage.completion_tokens == 20 and full.usage.prompt_tokens == 4
@@ -130,8 +145,9 @@ def test_openai_client_completions_and_chat_stream_and_not(client: Any, served: 
     chat = client.chat.completions.create(messages=msgs, **kw)
     assert chat.choices[0].message.role == "assistant"
     assert chat.usage.completion_tokens == 20 and chat.usage.prompt_tokens > 10
-    chunks = list(client.chat.completions.create(messages=msgs, stream=True,
-                                                 stream_options={"include_usage": True}, **kw))
+    chunks = list(
+        client.chat.completions.create(messages=msgs, stream=True, stream_options={"include_usage": True}, **kw)
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
@@ -139,8 +155,14 @@ def test_openai_client_completions_and_chat_stream_and_not(client: Any, served: 
 
 def test_seed_reproduces_output_and_another_seed_differs(client: Any, served: Served) -> None:
     def run(seed: int) -> str:
-        r = client.completions.create(model=served.model, prompt="Seeded", max_tokens=32, temperature=1.0,
-                                      seed=seed, extra_body={"ignore_eos": True})
+        r = client.completions.create(
+            model=served.model,
+            prompt="Seeded",
+            max_tokens=32,
+            temperature=1.0,
+            seed=seed,
+            extra_body={"ignore_eos": True},
+        )
         return str(r.choices[0].text)
 
     with ThreadPoolExecutor(4) as pool:  # concurrently, so the requests also share batches
@@ -154,8 +176,13 @@ def test_concurrent_requests_share_batches_and_metrics_move(client: Any, served:
     n, tokens = 8, 32
 
     def one(i: int) -> Any:
-        return client.completions.create(model=served.model, prompt=f"Concurrent request {i}", max_tokens=tokens,
-                                         temperature=0, extra_body={"ignore_eos": True})
+        return client.completions.create(
+            model=served.model,
+            prompt=f"Concurrent request {i}",
+            max_tokens=tokens,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
 
     with ThreadPoolExecutor(n) as pool:
         results = list(pool.map(one, range(n)))
@@ -195,8 +222,9 @@ def _wait_finished(served: Served, before: dict[str, float], n: int, within_s: f
 
 def test_cancelling_a_grpc_stream_frees_the_slot(served: Served) -> None:
     before = _settled(served)
-    got = _grpc_stream(served, "Cancel me", cancel_after=3, max_tokens=500, temperature=0.0,
-                       ignore_eos=True, stream=True)
+    got = _grpc_stream(
+        served, "Cancel me", cancel_after=3, max_tokens=500, temperature=0.0, ignore_eos=True, stream=True
+    )
     assert len(got) == 3
     after = _wait_finished(served, before, 1, within_s=3.0)
     assert after["llm_requests_finished_total"] - before["llm_requests_finished_total"] == 1
@@ -206,8 +234,14 @@ def test_cancelling_a_grpc_stream_frees_the_slot(served: Served) -> None:
 
 def test_closing_an_openai_stream_frees_the_slot(client: Any, served: Served) -> None:
     before = _settled(served)
-    stream = client.completions.create(model=served.model, prompt="Leave early", max_tokens=500, temperature=0,
-                                       stream=True, extra_body={"ignore_eos": True})
+    stream = client.completions.create(
+        model=served.model,
+        prompt="Leave early",
+        max_tokens=500,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
     for i, _ in enumerate(stream):
         if i == 2:
             break
@@ -295,9 +329,14 @@ def test_triton_metrics_of_its_own_keep_working(served: Served) -> None:
 
 def test_grpc_stream_survives_concurrent_cancellations(served: Served) -> None:
     # Several clients cancel mid-stream while another streams to the end: only the cancelled ones stop.
-    threads = [threading.Thread(target=_grpc_stream, args=(served, f"c{i}"),
-                                kwargs={"cancel_after": 2, "max_tokens": 300, "stream": True, "ignore_eos": True})
-               for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=_grpc_stream,
+            args=(served, f"c{i}"),
+            kwargs={"cancel_after": 2, "max_tokens": 300, "stream": True, "ignore_eos": True},
+        )
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     full = _grpc_stream(served, "survivor", max_tokens=40, temperature=0.0, ignore_eos=True, stream=True)
