@@ -34,8 +34,17 @@ def _byte_level_tokenizer() -> object:
     return tok
 
 
-def create_tiny_model(target: Path, *, seed: int = 0, context: int = TINY_CONTEXT) -> Path:
-    """Write a tiny Llama-architecture model with random weights into ``target`` and return it."""
+def create_tiny_model(
+    target: Path,
+    *,
+    seed: int = 0,
+    context: int = TINY_CONTEXT,
+    hidden: int = TINY_HIDDEN,
+    layers: int = TINY_LAYERS,
+    heads: int = TINY_HEADS,
+    kv_heads: int = TINY_KV_HEADS,
+) -> Path:
+    """Write a small Llama-architecture model with random weights into ``target`` and return it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -53,11 +62,11 @@ def create_tiny_model(target: Path, *, seed: int = 0, context: int = TINY_CONTEX
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TINY_HIDDEN,
-        intermediate_size=TINY_HIDDEN * 2,
-        num_hidden_layers=TINY_LAYERS,
-        num_attention_heads=TINY_HEADS,
-        num_key_value_heads=TINY_KV_HEADS,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=context,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
