@@ -111,7 +111,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (without waiting: the real GC finishes the job)."""
+    """A fresh namespace per test, deleted afterwards."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)
@@ -122,4 +122,52 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         what=f"default ServiceAccount in {name}",
     )
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+    # Wait for the namespace to go: its pods hold fake GPUs that the next test may need.
+    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--timeout=90s", check=False)
+
+
+# ---------------------------------------------------------------- the operator under test
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_FILE = ROOT / "crds" / "llmdeployments.serving.llmops.dev.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> str:
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/llmdeployments.serving.llmops.dev",
+                    "--timeout=60s")
+    # Discovery of the new group can lag Established by a moment.
+    wait_for(lambda: cluster.kubectl("get", "llmd", "-A", check=False).returncode == 0, what="llmd discovery")
+    return "llmdeployments.serving.llmops.dev"
+
+
+class Operator:
+    """The operator running in this process (kopf's KopfRunner thread), with access to its controller."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    @property
+    def controller(self) -> Any:
+        from llm_operator import handlers
+
+        assert handlers.controller is not None, "operator not started"
+        return handlers.controller
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the work queue is idle (nothing due, nothing running)."""
+        wait_for(lambda: self.controller.idle(), timeout=timeout, interval=0.1, what="operator idle")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crd: str) -> Iterator[Operator]:
+    from kopf.testing import KopfRunner
+
+    os.environ.setdefault("LLMOPS_RESYNC_SECONDS", "300")
+    with KopfRunner(["run", "-A", "--standalone", "-m", "llm_operator.handlers"], timeout=60) as runner:
+        op = Operator(runner)
+        wait_for(lambda: __import__("llm_operator.handlers").handlers.controller is not None, timeout=30,
+                 what="operator start-up")
+        yield op
+    assert runner.exception is None, runner.output[-3000:]

@@ -46,7 +46,7 @@ class Controller:
         # kopf's node index (live mapping). kopf starts no resource handler before indexes are populated,
         # so the first reconcile already sees every node.
         self.node_index: Mapping[str, Any] | None = None
-        self.monitoring_crds = False
+        self.monitor_kinds: frozenset[str] = frozenset()  # Prometheus Operator kinds the cluster serves
         self._reconcile = reconcile_fn
         self._heap: list[tuple[float, Key]] = []
         self._due: dict[Key, float] = {}
@@ -170,7 +170,7 @@ class Controller:
             with lock_for(*key):
                 outcome = self._reconcile(
                     self.kube, body, nodes=self.node_facts(),
-                    monitoring_crds=self.monitoring_crds,
+                    monitor_kinds=self.monitor_kinds,
                 )
             RECONCILE_SECONDS.observe(time.monotonic() - started)
             if outcome.body is not None:

@@ -48,7 +48,29 @@ def contains(desired: Any, actual: Any) -> bool:
             return False
         return all(k in actual and contains(v, actual[k]) for k, v in desired.items() if v is not None)
     if isinstance(desired, list):
-        if not isinstance(actual, list) or len(desired) != len(actual):
+        if not isinstance(actual, list):
             return False
+        key = _merge_key(desired)
+        if key is not None:
+            # A keyed list (containers, ports, env, volumes...): server-side apply merges entries by key and
+            # leaves other managers' entries alone, so only ours must be present and equal.
+            by_key = {item.get(key): item for item in actual if isinstance(item, dict)}
+            return all(d[key] in by_key and contains(d, by_key[d[key]]) for d in desired)
+        if len(desired) != len(actual):
+            return False  # atomic list: ours replaces the whole list on apply
         return all(contains(d, a) for d, a in zip(desired, actual, strict=True))
     return _scalar_equal(desired, actual)
+
+
+# Merge keys of the keyed (x-kubernetes-list-type: map) lists in the objects we build. Tolerations,
+# args and topology spread constraints are atomic lists and are compared whole.
+_MERGE_KEYS = ("name", "containerPort", "port", "mountPath", "devicePath")
+
+
+def _merge_key(items: list[Any]) -> str | None:
+    if not items or not all(isinstance(i, dict) for i in items):
+        return None
+    for key in _MERGE_KEYS:
+        if all(key in i for i in items):
+            return key
+    return None

@@ -75,6 +75,7 @@ class Kube:
         self._api = api_client
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.writes_by_namespace: Counter[str] = Counter()
 
     @property
     def writes(self) -> int:
@@ -92,6 +93,8 @@ class Kube:
     ) -> Any:
         with self._lock:
             self.requests[method] += 1
+            if method in WRITE_VERBS and "/namespaces/" in path:
+                self.writes_by_namespace[path.split("/namespaces/", 1)[1].split("/", 1)[0]] += 1
         try:
             method_, url, headers, body_, _ = self._api.param_serialize(
                 method=method,
@@ -135,7 +138,9 @@ class Kube:
         self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        return list(self._call("GET", _path(api_version, kind, namespace, None, None), query=query)["items"])
+        items = self._call("GET", _path(api_version, kind, namespace, None, None), query=query)["items"]
+        # List items come without apiVersion/kind; restore them so items compare like single GETs.
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
 
     def apply(self, obj: dict[str, Any], *, subresource: str | None = None, force: bool = True) -> dict[str, Any]:
         meta = obj["metadata"]

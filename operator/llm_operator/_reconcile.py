@@ -211,7 +211,7 @@ def reconcile(
     body: Mapping[str, Any],
     *,
     nodes: NodeFacts | None = None,
-    monitoring_crds: bool = False,
+    monitor_kinds: frozenset[str] = frozenset(),
     emit: Callable[..., None] | None = None,
 ) -> Outcome:
     meta = body["metadata"]
@@ -249,6 +249,8 @@ def reconcile(
                        observed=_Observed(llmd, revision, current, old, None), record=record,
                        writes_before=writes_before)
 
+    # A monitor is built only when the cluster serves the kind the spec asks for (Prometheus Operator CRDs).
+    monitoring_crds = llmd.spec.monitoring.kind in monitor_kinds
     children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds)
     rollout = plan(desired=llmd.spec.replicas, current=_state(current) if current else None,
                    old=[_state(d) for d in old])
@@ -283,7 +285,7 @@ def reconcile(
         kube.delete(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name)
     old = [d for d in old if d["metadata"]["name"] not in rollout.delete]
     _prune(kube, namespace, meta.get("uid"), selector_labels, desired_keys,
-           keep_revisions={_revision_of(d) for d in old}, monitoring_crds=monitoring_crds)
+           keep_revisions={_revision_of(d) for d in old}, monitor_kinds=monitor_kinds)
 
     if current is not None and problems == []:
         status = current.get("status") or {}
@@ -309,14 +311,18 @@ def _prune(
     desired: set[tuple[str, str, str]],
     *,
     keep_revisions: set[str],
-    monitoring_crds: bool,
+    monitor_kinds: frozenset[str],
 ) -> None:
     """Delete owned children that the spec no longer asks for (e.g. monitoring turned off)."""
-    kinds = PRUNABLE + (MONITOR_KINDS if monitoring_crds else ())
+    kinds = PRUNABLE + tuple(k for k in MONITOR_KINDS if k[1] in monitor_kinds)
     for api_version, kind in kinds:
-        for obj in kube.list(api_version=api_version, kind=kind, namespace=namespace, label_selector=selector):
-            obj.setdefault("apiVersion", api_version)
-            obj.setdefault("kind", kind)
+        try:
+            items = kube.list(api_version=api_version, kind=kind, namespace=namespace, label_selector=selector)
+        except KubeError as exc:
+            if exc.status == 404:  # the monitor CRD went away since we last looked
+                continue
+            raise
+        for obj in items:
             if _key(obj) in desired or not _owned_by(obj, uid):
                 continue
             if _revision_of(obj) and _revision_of(obj) in keep_revisions:

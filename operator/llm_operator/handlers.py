@@ -16,7 +16,8 @@ from llm_operator._controller import Controller
 from llm_operator._k8s import Kube
 from llm_operator._reconcile import LABEL_MANAGED_BY, MANAGED_BY
 
-MONITORING_CRDS = ("podmonitors.monitoring.coreos.com", "servicemonitors.monitoring.coreos.com")
+MONITORING_CRDS = {"podmonitors.monitoring.coreos.com": "PodMonitor",
+                   "servicemonitors.monitoring.coreos.com": "ServiceMonitor"}
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 # The running controller; tests and the metrics endpoint read it (e.g. request counters).
@@ -110,11 +111,12 @@ def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 def crd_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if body.metadata.name not in MONITORING_CRDS:
+    kind = MONITORING_CRDS.get(body.metadata.name or "")
+    if kind is None:
         return
     ctl = _ctl()
-    present = type != "DELETED"
-    if present != ctl.monitoring_crds:
-        ctl.monitoring_crds = present
+    kinds = ctl.monitor_kinds - {kind} if type == "DELETED" else ctl.monitor_kinds | {kind}
+    if kinds != ctl.monitor_kinds:
+        ctl.monitor_kinds = kinds
         if type is not None:
             ctl.enqueue_all()

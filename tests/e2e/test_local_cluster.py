@@ -74,7 +74,7 @@ def test_default_fleet_has_gpu_spot_and_cpu_nodes(cluster: Cluster) -> None:
         "NVIDIA-H100-80GB-HBM3",
         "NVIDIA-A100-SXM4-80GB",
     }
-    assert all(int(n["status"]["allocatable"]["nvidia.com/gpu"]) >= 7 for n in on_demand_gpu)
+    assert all(int(n["status"]["allocatable"]["nvidia.com/gpu"]) >= 6 for n in on_demand_gpu)
     assert len(by_pool["gpu-spot-l4"]) == 2
     assert all(
         {"key": "llmops.dev/spot", "value": "true", "effect": "NoSchedule"} in n["spec"]["taints"]

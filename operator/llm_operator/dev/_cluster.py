@@ -312,7 +312,7 @@ class LocalCluster:
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
-            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-persistentvolume-binder",
+            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
             # Faster than the 15 s default so autoscaling tests observe decisions quickly.
             "--horizontal-pod-autoscaler-sync-period=5s",
             "--v=0",

@@ -1,0 +1,360 @@
+"""The operator, running for real against the real local cluster: children, status, drift, GC, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.pytest_plugin import Cluster, Operator, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+MANAGED = "app.kubernetes.io/managed-by=triton-llm-operator"
+
+
+def llmd(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"name": "tiny", "uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+        "runtime": {"backend": "vllm"},
+        "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+        "replicas": 1,
+    }
+    body.update(spec)
+    return {"apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": name},
+            "spec": body}
+
+
+def apply(cluster: Cluster, namespace: str, *docs: dict[str, Any], check: bool = True) -> Any:
+    for doc in docs:
+        doc.get("metadata", {}).pop("namespace", None)  # examples say `default`; tests use their own
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=check)
+
+
+def get(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def children(cluster: Cluster, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    selector = f"{MANAGED},app.kubernetes.io/instance={name}"
+    return list(cluster.kubectl_json("get", kind, "-n", namespace, "-l", selector)["items"])
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_condition(cluster: Cluster, namespace: str, name: str, type_: str, status: str, reason: str | None = None,
+                   timeout: float = 60) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, namespace, "llmd", name)
+        cond = condition(obj, type_)
+        ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+        current = obj is not None and cond.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if ok and current else None
+
+    result: dict[str, Any] = wait_for(check, timeout=timeout, what=f"{name} {type_}={status} ({reason})")
+    return result
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name and e["involvedObject"]["kind"] == "LLMDeployment"]
+
+
+# ------------------------------------------------------------------------------------------------ happy path
+
+
+def test_creates_children_with_owner_refs_and_reports_ready(cluster: Cluster, operator: Operator,
+                                                            namespace: str) -> None:
+    apply(cluster, namespace, llmd("svc-a", replicas=2))
+    obj = wait_condition(cluster, namespace, "svc-a", "Ready", "True", "AllReplicasReady")
+    uid = obj["metadata"]["uid"]
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["replicas"] == 2 and status["readyReplicas"] == 2 and status["updatedReplicas"] == 2
+    assert status["readyText"] == "2/2" and status["gpu"] == "1x NVIDIA-H100-80GB-HBM3"
+    assert status["endpoints"]["http"] == f"http://svc-a.{namespace}.svc:8000"
+    assert condition(obj, "Degraded")["status"] == "False"
+    assert condition(obj, "Progressing")["status"] == "False"
+
+    for kind in ("configmap", "deployment", "service", "poddisruptionbudget"):
+        items = children(cluster, namespace, kind, "svc-a")
+        assert len(items) == 1, kind
+        refs = items[0]["metadata"]["ownerReferences"]
+        assert refs == [{"apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": "svc-a",
+                         "uid": uid, "controller": True, "blockOwnerDeletion": True}], kind
+    # The selector in status finds exactly the running model pods, on nodes with the requested product.
+    pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", status["selector"])["items"]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
+    for pod in pods:
+        node = cluster.kubectl_json("get", "node", pod["spec"]["nodeName"])
+        assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    # Printer columns a person reads.
+    table = cluster.kubectl("get", "llmd", "svc-a", "-n", namespace).stdout
+    assert "tiny" in table and "vllm" in table and "2/2" in table and "AllReplicasReady" in table
+    assert any(e["reason"] == "Ready" for e in events(cluster, namespace, "svc-a"))
+
+
+def test_steady_state_resync_makes_zero_writes(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply(cluster, namespace, llmd("steady", replicas=1))
+    wait_condition(cluster, namespace, "steady", "Ready", "True")
+    operator.settle()
+    kube = operator.controller.kube
+    writes, reads = kube.writes_by_namespace[namespace], kube.requests["GET"]
+    for _ in range(3):
+        operator.controller.enqueue((namespace, "steady"))
+        time.sleep(0.3)
+        operator.settle()
+    assert kube.requests["GET"] > reads, "the resync did not run"
+    assert kube.writes_by_namespace[namespace] == writes
+
+
+def test_operator_never_writes_spec_and_scale_subresource_drives_replicas(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    apply(cluster, namespace, llmd("scaled", replicas=1))
+    obj = wait_condition(cluster, namespace, "scaled", "Ready", "True")
+    deployment = children(cluster, namespace, "deployment", "scaled")[0]["metadata"]["name"]
+    cluster.kubectl("scale", "llmd/scaled", "-n", namespace, "--replicas=3")
+    wait_for(lambda: (get(cluster, namespace, "deployment", deployment) or {}).get("spec", {}).get("replicas") == 3,
+             what="Deployment scaled to 3")
+    obj = wait_condition(cluster, namespace, "scaled", "Ready", "True", "AllReplicasReady")
+    assert obj["status"]["replicas"] == 3
+    assert [d["metadata"]["name"] for d in children(cluster, namespace, "deployment", "scaled")] == [deployment]
+    scale = json.loads(cluster.kubectl("get", "--raw",
+                                       f"/apis/serving.llmops.dev/v1alpha1/namespaces/{namespace}/llmdeployments/scaled/scale").stdout)
+    assert scale["status"]["replicas"] == 3 and "app.kubernetes.io/instance=scaled" in scale["status"]["selector"]
+    managed = cluster.kubectl("get", "llmd", "scaled", "-n", namespace, "-o", "json", "--show-managed-fields").stdout
+    for entry in json.loads(managed)["metadata"]["managedFields"]:
+        if entry["manager"] == "triton-llm-operator":
+            assert entry.get("subresource") == "status", entry
+            assert "f:spec" not in entry["fieldsV1"]
+
+
+def test_hpa_can_target_the_llmdeployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply(cluster, namespace, llmd("hpa-target", replicas=1))
+    wait_condition(cluster, namespace, "hpa-target", "Ready", "True")
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "hpa-target"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment",
+                               "name": "hpa-target"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{"type": "Resource",
+                         "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        },
+    }
+    apply(cluster, namespace, hpa)
+
+    # The real HPA controller reads the scale subresource; with no metrics API it cannot compute usage,
+    # but it still enforces minReplicas through /scale, which the operator then follows.
+    def able_to_scale() -> bool:
+        obj = get(cluster, namespace, "hpa", "hpa-target") or {}
+        conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+        return conds.get("AbleToScale", {}).get("status") == "True"
+
+    wait_for(able_to_scale, timeout=60, what="HPA AbleToScale")
+    obj = wait_for(lambda: (o := get(cluster, namespace, "llmd", "hpa-target")) and o["spec"]["replicas"] == 2 and o,
+                   timeout=60, what="HPA to raise spec.replicas to minReplicas")
+    wait_condition(cluster, namespace, "hpa-target", "Ready", "True")
+    assert obj["spec"]["replicas"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ changes
+
+
+def test_spec_change_rolls_out_a_new_revision_without_surge(cluster: Cluster, operator: Operator,
+                                                             namespace: str) -> None:
+    apply(cluster, namespace, llmd("rolling", replicas=2))
+    first = wait_condition(cluster, namespace, "rolling", "Ready", "True")["status"]["revision"]
+    cms_before = {c["metadata"]["name"] for c in children(cluster, namespace, "configmap", "rolling")}
+    apply(cluster, namespace, llmd("rolling", replicas=2, runtime={"backend": "vllm", "maxBatchSize": 32}))
+    max_pods = 0
+
+    def rolled() -> dict[str, Any] | None:
+        nonlocal max_pods
+        pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=rolling")
+        live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+        max_pods = max(max_pods, len(live))
+        obj = get(cluster, namespace, "llmd", "rolling")
+        deps = children(cluster, namespace, "deployment", "rolling")
+        done = (obj and obj["status"].get("revision") != first and len(deps) == 1
+                and condition(obj, "Ready").get("status") == "True"
+                and condition(obj, "Progressing").get("status") == "False")
+        return obj if done else None
+
+    obj = wait_for(rolled, timeout=90, interval=0.2, what="rollout to the new revision")
+    assert max_pods <= 2, "the rollout surged past spec.replicas (would deadlock a full GPU pool)"
+    dep = children(cluster, namespace, "deployment", "rolling")[0]
+    assert dep["metadata"]["labels"]["serving.llmops.dev/revision"] == obj["status"]["revision"]
+    wait_for(lambda: not cms_before & {c["metadata"]["name"] for c in children(cluster, namespace, "configmap",
+                                                                              "rolling")},
+             what="old revision's ConfigMap pruned")
+    assert any(e["reason"] == "RolloutStarted" for e in events(cluster, namespace, "rolling"))
+
+
+def test_children_edited_or_deleted_by_hand_are_restored(cluster: Cluster, operator: Operator,
+                                                         namespace: str) -> None:
+    apply(cluster, namespace, llmd("drift", replicas=1))
+    wait_condition(cluster, namespace, "drift", "Ready", "True")
+    cm = children(cluster, namespace, "configmap", "drift")[0]
+    key, value = next(iter(cm["data"].items()))
+    cluster.kubectl("patch", "configmap", cm["metadata"]["name"], "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"data": {key: "edited by hand"}}))
+    wait_for(lambda: (get(cluster, namespace, "configmap", cm["metadata"]["name"]) or {}).get("data", {}).get(key)
+             == value, what="ConfigMap data restored")
+    svc = children(cluster, namespace, "service", "drift")[0]["metadata"]["name"]
+    cluster.kubectl("delete", "service", svc, "-n", namespace)
+    wait_for(lambda: get(cluster, namespace, "service", svc), what="Service recreated")
+    cluster.kubectl("delete", "configmap", cm["metadata"]["name"], "-n", namespace)
+    wait_for(lambda: get(cluster, namespace, "configmap", cm["metadata"]["name"]), what="ConfigMap recreated")
+    dep = children(cluster, namespace, "deployment", "drift")[0]
+    cluster.kubectl("set", "image", f"deployment/{dep['metadata']['name']}", "-n", namespace,
+                    f"{dep['spec']['template']['spec']['containers'][0]['name']}=busybox:evil")
+    wait_for(lambda: children(cluster, namespace, "deployment", "drift")[0]["spec"]["template"]["spec"]
+             ["containers"][0]["image"] == dep["spec"]["template"]["spec"]["containers"][0]["image"],
+             what="Deployment image restored")
+    # Restored means settled: no further writes once the objects match again.
+    operator.settle()
+    writes = operator.controller.kube.writes_by_namespace[namespace]
+    operator.controller.enqueue((namespace, "drift"))
+    time.sleep(0.3)
+    operator.settle()
+    assert operator.controller.kube.writes_by_namespace[namespace] == writes
+
+
+def test_deleting_the_llmdeployment_removes_everything(cluster: Cluster, operator: Operator,
+                                                       namespace: str) -> None:
+    apply(cluster, namespace, llmd("gone", replicas=1))
+    wait_condition(cluster, namespace, "gone", "Ready", "True")
+    cluster.kubectl("delete", "llmd", "gone", "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_for(lambda: all(not children(cluster, namespace, k, "gone")
+                         for k in ("configmap", "deployment", "service", "poddisruptionbudget", "pods")),
+             timeout=90, what="garbage collection of every child")
+
+
+# ------------------------------------------------------------------------------------- cannot be served
+
+
+def test_missing_secret_degrades_without_half_built_children_and_recovers(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    apply(cluster, namespace, llmd("needs-secret", model={"name": "tiny", "uri": "s3://bucket/tiny",
+                                                          "secretRef": {"name": "s3-creds"}}))
+    obj = wait_condition(cluster, namespace, "needs-secret", "Ready", "False", "SecretNotFound")
+    assert "s3-creds" in condition(obj, "Ready")["message"]
+    degraded = condition(obj, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "SecretNotFound"
+    for kind in ("configmap", "deployment", "service", "poddisruptionbudget"):
+        assert not children(cluster, namespace, kind, "needs-secret"), kind
+    assert any(e["reason"] == "SecretNotFound" and e["type"] == "Warning"
+               for e in events(cluster, namespace, "needs-secret"))
+    cluster.kubectl("create", "secret", "generic", "s3-creds", "-n", namespace,
+                    "--from-literal=AWS_ACCESS_KEY_ID=x", "--from-literal=AWS_SECRET_ACCESS_KEY=y")
+    wait_condition(cluster, namespace, "needs-secret", "Ready", "True", timeout=60)
+    assert condition(get(cluster, namespace, "llmd", "needs-secret"), "Degraded")["status"] == "False"
+    assert any(e["reason"] == "Recovered" for e in events(cluster, namespace, "needs-secret"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "words"),
+    [
+        ({"resources": {"gpu": {"count": 1, "product": "NVIDIA-B200"}}}, "GPUProductUnavailable",
+         ["NVIDIA-B200", "NVIDIA-H100-80GB-HBM3"]),
+        ({"model": {"name": "tiny", "pvc": {"claimName": "weights", "path": "tiny"}}}, "PVCNotFound", ["weights"]),
+        ({"resources": {"mig": {"profile": "2g.20gb", "count": 1}}}, "MIGProfileUnavailable",
+         ["nvidia.com/mig-2g.20gb"]),
+        ({"resources": {"gpu": {"count": 16, "product": "NVIDIA-H100-80GB-HBM3"}}, "runtime":
+          {"backend": "vllm", "tensorParallelSize": 16}}, "Unschedulable", ["Insufficient nvidia.com/gpu"]),
+    ],
+    ids=["gpu-product", "pvc", "mig-profile", "too-many-gpus"],
+)
+def test_valid_but_unservable_specs_report_a_specific_reason(
+    cluster: Cluster, operator: Operator, namespace: str, spec: dict[str, Any], reason: str, words: list[str]
+) -> None:
+    apply(cluster, namespace, llmd("unservable", **spec))
+    obj = wait_condition(cluster, namespace, "unservable", "Degraded", "True", reason)
+    assert condition(obj, "Ready")["status"] == "False"
+    for word in words:
+        assert word in condition(obj, "Degraded")["message"]
+    if reason != "Unschedulable":  # nothing half-built when the revision cannot start at all
+        assert not children(cluster, namespace, "deployment", "unservable")
+
+
+def test_invalid_specs_are_rejected_by_the_api_server(cluster: Cluster, crd: str, namespace: str) -> None:
+    from tests.unit.invalid_specs import INVALID_SPECS, build
+
+    assert len(INVALID_SPECS) >= 15
+    docs = [build(case, name=f"bad-{i}") for i, case in enumerate(INVALID_SPECS)]
+    failures = []
+    for case, doc in zip(INVALID_SPECS, docs, strict=True):
+        proc = apply(cluster, namespace, doc, check=False)
+        if proc.returncode == 0 or case.expected not in proc.stderr:
+            failures.append(f"{case.id}: rc={proc.returncode} stderr={proc.stderr.strip()[:300]}")
+    assert not failures, "\n".join(failures)
+    assert cluster.kubectl_json("get", "llmd", "-n", namespace)["items"] == []
+
+
+# ------------------------------------------------------------------------------------------------ examples
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_apply_and_become_ready(cluster: Cluster, operator: Operator, namespace: str, path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    llmds = [d for d in docs if d["kind"] == "LLMDeployment"]
+    for doc in llmds:  # the examples' PVCs stay Pending (no storage here); the operator only needs them to exist
+        pvc = (doc["spec"]["model"].get("pvc") or {}).get("claimName")
+        if pvc and not any(d["kind"] == "PersistentVolumeClaim" for d in docs):
+            docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": pvc},
+                         "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    apply(cluster, namespace, *docs)
+    for doc in llmds:
+        name = doc["metadata"]["name"]
+        wait_condition(cluster, namespace, name, "Ready", "True", timeout=90)
+    # Keep the fleet free for the next test: examples can take many GPUs.
+    cluster.kubectl("delete", "llmd", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+
+
+# ------------------------------------------------------------------------------------------------ monitors
+
+PODMONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor",
+                  "listKind": "PodMonitorList"},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1", "served": True, "storage": True,
+                      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}
+
+
+def test_pod_monitor_only_when_the_monitoring_crds_exist(cluster: Cluster, operator: Operator,
+                                                        namespace: str) -> None:
+    apply(cluster, namespace, llmd("monitored"))
+    wait_condition(cluster, namespace, "monitored", "Ready", "True")
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(PODMONITOR_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/podmonitors.monitoring.coreos.com", "--timeout=30s")
+    mon = wait_for(lambda: cluster.kubectl("get", "podmonitors", "-n", namespace, "-l",
+                                           "app.kubernetes.io/instance=monitored", "-o", "json",
+                                           check=False).returncode == 0
+                   and json.loads(cluster.kubectl("get", "podmonitors", "-n", namespace, "-o", "json").stdout)["items"],
+                   timeout=60, what="a PodMonitor for the LLMDeployment")
+    assert mon[0]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
