@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,7 +335,7 @@ class _Observed:
     llmd: LLMDeployment
     revision: str
     current: Mapping[str, Any] | None
-    old: list[Mapping[str, Any]]
+    old: Sequence[Mapping[str, Any]]
     service: Mapping[str, Any] | None
 
 

@@ -31,7 +31,7 @@ def _ctl() -> Controller:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
     global controller
     # Our own Events carry reasons; kopf's log-to-Event posting would add a write per log line.
     settings.posting.enabled = False
@@ -69,9 +69,9 @@ def gpu_nodes(name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> 
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def llmdeployment_event(body: kopf.Body, type: str | None, gpu_nodes: kopf.Index[str, Any], **_: Any) -> None:
+def llmdeployment_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     ctl = _ctl()
-    ctl.node_index = gpu_nodes
+    ctl.node_index = kwargs["gpu_nodes"]  # the index above, injected by kopf under its function's name
     ctl.observe(dict(body), deleted=type == "DELETED")
 
 

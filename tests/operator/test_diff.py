@@ -40,4 +40,5 @@ def test_atomic_lists_must_match_exactly() -> None:
     assert not contains({"args": ["--a", "--b"]}, {"args": ["--a", "--b", "--c"]})
     assert not contains({"args": ["--a", "--b"]}, {"args": ["--b", "--a"]})
     tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
-    assert not contains({"tolerations": tolerations}, {"tolerations": [*tolerations, {"key": "x", "operator": "Exists"}]})
+    extra = {"key": "x", "operator": "Exists"}
+    assert not contains({"tolerations": tolerations}, {"tolerations": [*tolerations, extra]})

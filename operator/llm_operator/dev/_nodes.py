@@ -23,7 +23,7 @@ def load_profile(path: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         raise NodeProfileError(f"cannot read node profile {path}: {exc}") from exc
     _validate(data, source=str(path))
-    return data  # type: ignore[no-any-return]
+    return dict(data)
 
 
 def _validate(data: Any, *, source: str) -> None:
