@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -97,6 +98,8 @@ def serve(args: argparse.Namespace) -> int:
             server.stop()
         for s, h in previous.items():
             signal.signal(s, h)
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 async def _run(

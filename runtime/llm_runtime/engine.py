@@ -190,7 +190,11 @@ class Engine:
     # ---- client side -------------------------------------------------------------------------------
 
     def tokenize(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt)["input_ids"])
+        # A prompt rendered by a chat template usually starts with the BOS text already; adding the
+        # special tokens again would give the model a doubled BOS.
+        bos = getattr(self.tokenizer, "bos_token", None)
+        add_special = not (isinstance(bos, str) and bos and prompt.startswith(bos))
+        return list(self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
 
     def submit(self, request: Request) -> None:
         """Queue ``request`` or raise BadRequestError / OverloadedError; events follow via on_event."""

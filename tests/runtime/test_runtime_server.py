@@ -258,8 +258,26 @@ def test_full_queue_is_refused_with_503_and_retry_hint(served: Served) -> None:
     slow_triton = {"text_input": "busy", "max_tokens": 400, "temperature": 0, "ignore_eos": True}
     slow_oa = {"model": served.model, "prompt": "busy", "max_tokens": 400, "temperature": 0, "ignore_eos": True}
     jobs = [(gen_url, slow_triton)] * 20 + [(oa_url, slow_oa)] * 12
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = list(pool.map(lambda j: post_json(*j), jobs))
+    peaks: dict[str, float] = {}
+    watching = threading.Event()
+
+    def watch() -> None:  # the gauges must show the load while it lasts
+        while not watching.is_set():
+            for name, value in served.metrics().items():
+                peaks[name] = max(peaks.get(name, 0.0), value)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            results = list(pool.map(lambda j: post_json(*j), jobs))
+    finally:
+        watching.set()
+        watcher.join()
+    assert peaks["llm_running_requests"] == BATCH
+    assert peaks["llm_queue_depth"] >= 1
+    assert 0 < peaks["llm_kv_cache_usage_ratio"] <= 1
     codes = [r[0] for r in results]
     oa_codes = [r[0] for r, j in zip(results, jobs, strict=True) if j[0] == oa_url]
     triton_codes = [r[0] for r, j in zip(results, jobs, strict=True) if j[0] == gen_url]
