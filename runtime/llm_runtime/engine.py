@@ -106,10 +106,11 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
     if dtype == "auto":
-        # Half precision is slow or unsupported for many CPU kernels; on a GPU it halves memory.
-        return torch.float16 if device.type == "cuda" else torch.float32
+        # On a GPU keep the checkpoint's own dtype (bf16 checkpoints can overflow in fp16); many CPU
+        # kernels are slow or missing in half precision, so the CPU gets float32.
+        return "auto" if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
@@ -334,7 +335,8 @@ class Engine:
         for r in reqs:
             r.stream = TextStream(tokenizer=self.tokenizer, stop=r.params.stop)
             seed = r.params.seed if r.params.seed is not None else random.getrandbits(63)
-            r.generator = torch.Generator(device=self.device)
+            # Sampling runs on the CPU copy of the logits, so the generator lives there too.
+            r.generator = torch.Generator()
             r.generator.manual_seed(seed)
         tokens, keep = self._sample_and_emit(reqs, logits)
         if not keep:
