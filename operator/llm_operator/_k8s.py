@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter as PromCounter
 
 from llm_operator import FIELD_MANAGER
 
@@ -23,6 +24,8 @@ PLURALS = {
     "Event": "events",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "Node": "nodes",
+    "Namespace": "namespaces",
+    "ServiceAccount": "serviceaccounts",
     "Deployment": "deployments",
     "ReplicaSet": "replicasets",
     "PodDisruptionBudget": "poddisruptionbudgets",
@@ -32,8 +35,10 @@ PLURALS = {
     "CustomResourceDefinition": "customresourcedefinitions",
     "LLMDeployment": "llmdeployments",
 }
-CLUSTER_SCOPED = {"Node", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {"Node", "Namespace", "CustomResourceDefinition"}
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_REQUESTS = PromCounter("llmop_api_requests_total", "Kubernetes API requests made by the operator's reconciler",
+                           ["verb"])
 
 
 class KubeError(RuntimeError):
@@ -91,6 +96,7 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        API_REQUESTS.labels(method).inc()
         with self._lock:
             self.requests[method] += 1
             if method in WRITE_VERBS and "/namespaces/" in path:

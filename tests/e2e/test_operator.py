@@ -211,12 +211,12 @@ def test_children_edited_or_deleted_by_hand_are_restored(cluster: Cluster, opera
                                                          namespace: str) -> None:
     apply(cluster, namespace, llmd("drift", replicas=1))
     wait_condition(cluster, namespace, "drift", "Ready", "True")
+    pdb = children(cluster, namespace, "poddisruptionbudget", "drift")[0]
+    cluster.kubectl("patch", "pdb", pdb["metadata"]["name"], "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"maxUnavailable": 7}}))
+    wait_for(lambda: (get(cluster, namespace, "pdb", pdb["metadata"]["name"]) or {}).get("spec", {})
+             .get("maxUnavailable") == pdb["spec"]["maxUnavailable"], what="PDB restored")
     cm = children(cluster, namespace, "configmap", "drift")[0]
-    key, value = next(iter(cm["data"].items()))
-    cluster.kubectl("patch", "configmap", cm["metadata"]["name"], "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"data": {key: "edited by hand"}}))
-    wait_for(lambda: (get(cluster, namespace, "configmap", cm["metadata"]["name"]) or {}).get("data", {}).get(key)
-             == value, what="ConfigMap data restored")
     svc = children(cluster, namespace, "service", "drift")[0]["metadata"]["name"]
     cluster.kubectl("delete", "service", svc, "-n", namespace)
     wait_for(lambda: get(cluster, namespace, "service", svc), what="Service recreated")
