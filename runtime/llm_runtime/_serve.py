@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from llm_runtime.launcher import LauncherError, TritonServer
-from llm_runtime.repository import render_python_backend, write_model_repository
+from llm_runtime.repository import PARAM_EXIT_TIMEOUT_S, render_python_backend, write_model_repository
 
 log = logging.getLogger("llm_runtime.serve")
 
@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> int:
             max_queue_size=args.max_queue_size,
             queue_timeout_us=args.queue_timeout_us,
             dtype=args.dtype,
-            parameters={"exit_timeout_s": str(args.exit_timeout)},
+            parameters={PARAM_EXIT_TIMEOUT_S: str(args.exit_timeout)},
         )
     except ValueError as exc:
         _say(f"error: {exc}")

@@ -63,6 +63,7 @@ class Request:
     last_token_at: float = 0.0
     stream: TextStream | None = None
     generator: torch.Generator | None = None
+    done: bool = False
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -279,13 +280,16 @@ class Engine:
                     if self._abort or (self._stopping and not self._waiting and not self._rows):
                         break
                     admitted = self._admit()
-                if admitted:
-                    self._prefill(admitted)
-                if self._rows:
-                    self._decode()
-        except Exception as exc:  # a model failure must not leave clients waiting forever
-            log.exception("scheduler failed")
-            self._fail_all(exc)
+                try:
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._rows:
+                        self._decode()
+                except Exception as exc:
+                    # A failed step (e.g. out of memory) fails the requests in it; the engine keeps serving
+                    # the queue instead of leaving every later client waiting forever.
+                    log.exception("generation step failed")
+                    self._fail_all(exc, [*self._rows, *admitted])
         finally:
             self._cancel_all()
 
@@ -458,6 +462,9 @@ class Engine:
         return tokens, keep
 
     def _finish(self, r: Request, reason: str, *, delta: str = "") -> None:
+        if r.done:
+            return
+        r.done = True
         if r.stream is not None and reason != FINISH_CANCELLED:
             delta += r.stream.finish()
         with self._lock:
@@ -469,14 +476,17 @@ class Engine:
         r.on_event(GenerationEvent(delta, True, reason, len(r.prompt_ids), r.generated))
 
     def _fail(self, r: Request, err: RuntimeRequestError) -> None:
+        if r.done:
+            return
+        r.done = True
         r.on_event(GenerationEvent("", True, FINISH_ERROR, len(r.prompt_ids), r.generated, error=err))
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_all(self, exc: Exception, reqs: list[Request]) -> None:
         err = RuntimeRequestError(f"generation failed: {exc}")
         err.http_status = 500
-        for r in self._rows:
+        for r in reqs:
             self._fail(r, err)
-        self._rows = []
+        self._retain([])
 
     def _cancel_all(self) -> None:
         with self._cv:

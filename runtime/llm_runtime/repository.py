@@ -18,6 +18,9 @@ PARAM_MAX_BATCH_SIZE = "max_batch_size"
 PARAM_MAX_QUEUE_SIZE = "max_queue_size"
 PARAM_QUEUE_TIMEOUT_US = "queue_timeout_us"
 PARAM_TENSOR_PARALLEL_SIZE = "tensor_parallel_size"
+# Optional, through `parameters`: seconds the model waits for running requests when Triton unloads it
+# (default 30; match tritonserver's --exit-timeout-secs and the pod's termination grace period).
+PARAM_EXIT_TIMEOUT_S = "exit_timeout_s"
 
 SUPPORTED_DTYPES = ("auto", "float32", "float16", "bfloat16")
 

@@ -140,7 +140,7 @@ class TritonPythonModel:
                 "llm_runtime needs model_transaction_policy { decoupled: true } in config.pbtxt"
             )
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.exit_timeout_s = float(params.get("exit_timeout_s", "30"))
+        self.exit_timeout_s = float(params.get(repo.PARAM_EXIT_TIMEOUT_S, "30"))
         self.engine = Engine.load(
             params[repo.PARAM_MODEL_DIR],
             dtype=params.get(repo.PARAM_DTYPE, "auto"),

@@ -185,3 +185,30 @@ def test_text_stream_holds_back_partial_utf8_and_stop_prefixes() -> None:
     t = TextStream(tokenizer=ByteTokenizer(), stop=("END",))
     assert "".join(t.add(b) for b in b"xE") == "x"
     assert t.finish() == "E"
+
+
+def test_a_failed_step_fails_its_requests_and_the_engine_keeps_serving(tiny_model_dir: Path) -> None:
+    eng = Engine.load(tiny_model_dir, max_batch_size=4, max_queue_size=4)
+    real_forward = eng.model.forward
+    calls = {"n": 0}
+
+    def fail_once(*args: object, **kwargs: object) -> object:
+        # Fault injection: the first forward pass fails the way a GPU out-of-memory error would.
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated out of memory")
+        return real_forward(*args, **kwargs)
+
+    eng.model.forward = fail_once
+    eng.start()
+    try:
+        first = submit(eng, "unlucky", GREEDY)
+        wait_all([first])
+        assert first.last.finish_reason == "error"
+        assert first.last.error is not None and "simulated out of memory" in str(first.last.error)
+        assert first.last.error.http_status == 500
+        second = submit(eng, "lucky", GREEDY)
+        wait_all([second])
+        assert second.last.finish_reason == "length" and second.last.completion_tokens == 24
+    finally:
+        eng.stop(timeout_s=5)
