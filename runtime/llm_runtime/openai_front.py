@@ -72,6 +72,8 @@ def _from_triton_error(message: str) -> ApiError:
         return ApiError(503, message, code="server_overloaded", retry_after_s=1)
     if "unknown model" in message.lower() or "is not found" in message:
         return ApiError(404, message, code="model_not_found")
+    if "generation failed" in message or "internal error" in message:
+        return ApiError(500, message, code="internal_error")
     return ApiError(400, message)
 
 
