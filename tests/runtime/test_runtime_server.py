@@ -351,6 +351,7 @@ def test_bad_input_gets_4xx_naming_the_fix_while_good_requests_succeed(served: S
         (gen, {"text_input": "hi", "max_tokens": 100000}, None, 400, "max_tokens can be at most"),
         (gen, {"text_input": "hi", "bogus": 3}, None, 400, "unknown parameter(s) bogus"),
         (gen, {"text_input": "x" * 600}, None, 400, "context window is 512"),
+        (gen, None, b'{"text_input": "\xff\xfe", "max_tokens": 3}', 400, "text_input is not valid UTF-8"),
     ]
     good = [(oa, {"model": m, "prompt": f"good {i}", "max_tokens": 8}, None, 200, "") for i in range(6)]
     jobs = [j for pair in zip(bad, good * 3, strict=False) for j in pair] + bad[len(good) * 3 :]
