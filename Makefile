@@ -7,7 +7,7 @@ EXTRAS ?= dev,runtime
 DEMO_NS ?= llm-demo
 STATE := $(or $(LLMCTL_STATE_DIR),$(HOME)/.local/state/triton-llm-operator)
 
-.PHONY: install binaries lint test test-unit demo demo-down crd clean
+.PHONY: install binaries lint test test-unit demo demo-down crd clean bench
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -27,7 +27,7 @@ lint: install
 
 # The whole suite: lint, type check, unit tests, tests against the real local cluster and real tritonserver.
 test: install binaries lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
 
 test-unit: install
 	$(BIN)/pytest tests/dev tests/unit
@@ -44,3 +44,9 @@ demo-down:
 
 clean: demo-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (minutes; never part of `make test`). Results and commands are recorded in the README.
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/reconcile.py --n 10,100,1000
+	$(BIN)/python bench/runtime.py

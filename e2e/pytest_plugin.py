@@ -31,6 +31,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-cluster", action="store_true", help="do not stop the session's cluster")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (--dist loadgroup) every cluster test runs on one worker, so one cluster serves them
+    # all while other workers run the unit and runtime tests.
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 @dataclass
 class Cluster:
     kubeconfig: Path
