@@ -16,6 +16,7 @@ the operator's peak RSS, and the total/floor ratio (target: <= 1.5 at N=1000; RS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -59,7 +60,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def wait_all(kube: Kube, *, namespace: str, n: int, kind: str, ready: Any, started: dict[str, float],
@@ -221,10 +222,8 @@ def main() -> int:
             o = operator_run(kube, n, info.kubeconfig)
             rows.append((n, f, o))
             for ns in (f"floor-{n}", f"op-{n}"):
-                try:
+                with contextlib.suppress(KubeError):
                     kube.delete(api_version="v1", kind="Namespace", namespace=None, name=ns)
-                except KubeError:
-                    pass
     finally:
         cluster.down()
     print()
