@@ -81,6 +81,7 @@ class Kube:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.writes_by_namespace: Counter[str] = Counter()
+        self.calls: set[tuple[str, str]] = set()  # (verb, path) ever made: the RBAC test checks them all
 
     @property
     def writes(self) -> int:
@@ -99,6 +100,7 @@ class Kube:
         API_REQUESTS.labels(method).inc()
         with self._lock:
             self.requests[method] += 1
+            self.calls.add((method, path))
             if method in WRITE_VERBS and "/namespaces/" in path:
                 self.writes_by_namespace[path.split("/namespaces/", 1)[1].split("/", 1)[0]] += 1
         try:
