@@ -82,6 +82,12 @@ def test_default_fleet_has_gpu_spot_and_cpu_nodes(cluster: Cluster) -> None:
     )
     assert len(by_pool["cpu"]) == 2
     assert all("nvidia.com/gpu" not in n["status"]["allocatable"] for n in by_pool["cpu"])
+    # kwok renews a Lease per node, so the node lifecycle controller never marks them NotReady (which would
+    # flip every pod to NotReady after 40 s).
+    leases = wait_for(lambda: {lease["metadata"]["name"] for lease in
+                               cluster.kubectl_json("get", "leases", "-n", "kube-node-lease")["items"]}
+                      >= {n["metadata"]["name"] for n in nodes}, what="a Lease per node")
+    assert leases
     for node in nodes:  # kwok made every node Ready
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", node["metadata"]["name"]

@@ -331,6 +331,9 @@ class LocalCluster:
         return [
             f"--kubeconfig={self.kubeconfig}",
             f"--config={e2e_dir() / 'kwok' / 'stages.yaml'}",
+            # Node health comes from Lease renewals (the heartbeat stage only patches status every ~10 min);
+            # without leases the node lifecycle controller marks every node NotReady after 40 s.
+            "--node-lease-duration-seconds=40",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{ports['kwok']}",
