@@ -30,8 +30,7 @@ fi
 echo "== example: $EXAMPLE"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -n "$NS" -f "$EXAMPLE"
-name="$(kubectl get -n "$NS" -f "$EXAMPLE" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)"
-kubectl wait -n "$NS" --for=condition=Ready "llmd/$name" --timeout=120s || true
+kubectl wait -n "$NS" --for=condition=Ready llmd --all --timeout=120s
 kubectl get llmd -n "$NS"
 kubectl get deploy,svc,pdb,configmap,pods -n "$NS" -o wide | cut -c1-180
 cat <<MSG
