@@ -766,11 +766,14 @@ def build_pdb(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None)
     }
 
 
-def build_pod_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
+def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
+    """A Prometheus Operator PodMonitor or ServiceMonitor (`spec.monitoring.kind`) scraping port `metrics`."""
     mon = llmd.spec.monitoring
+    # The two kinds differ only in where the endpoint list lives.
+    endpoints_key = "podMetricsEndpoints" if mon.kind == "PodMonitor" else "endpoints"
     return {
         "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
+        "kind": mon.kind,
         "metadata": _metadata(
             llmd,
             name=llmd.name,
@@ -781,27 +784,7 @@ def build_pod_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str
         ),
         "spec": {
             "selector": {"matchLabels": selector_labels(llmd)},
-            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],
-        },
-    }
-
-
-def build_service_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
-    mon = llmd.spec.monitoring
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": _metadata(
-            llmd,
-            name=llmd.name,
-            namespace=namespace,
-            owner_uid=owner_uid,
-            component=COMPONENT_MONITORING,
-            extra_labels=dict(mon.labels),
-        ),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(llmd)},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],
+            endpoints_key: [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],
         },
     }
 
@@ -819,10 +802,7 @@ def build_children(
         build_pdb(llmd, namespace=namespace, owner_uid=owner_uid),
     ]
     if monitoring_crds and llmd.spec.monitoring.enabled:
-        if llmd.spec.monitoring.kind == "PodMonitor":
-            children.append(build_pod_monitor(llmd, namespace=namespace, owner_uid=owner_uid))
-        else:
-            children.append(build_service_monitor(llmd, namespace=namespace, owner_uid=owner_uid))
+        children.append(build_monitor(llmd, namespace=namespace, owner_uid=owner_uid))
     return children
 
 
