@@ -6,6 +6,7 @@ A static kind table replaces discovery, so the operator makes no requests it doe
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from typing import Any
@@ -39,6 +40,13 @@ CLUSTER_SCOPED = {"Node", "Namespace", "CustomResourceDefinition"}
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_REQUESTS = PromCounter("llmop_api_requests_total", "Kubernetes API requests made by the operator's reconciler",
                            ["verb"])
+
+
+def honour_current_kubeconfig() -> None:
+    """The kubernetes library reads $KUBECONFIG once, when first imported; use the value it has now."""
+    from kubernetes.config import kube_config
+
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ.get("KUBECONFIG", "~/.kube/config")
 
 
 class KubeError(RuntimeError):
@@ -75,6 +83,7 @@ class Kube:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
+                honour_current_kubeconfig()
                 config.load_kube_config()
             api_client = client.ApiClient()
         self._api = api_client

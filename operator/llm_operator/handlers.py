@@ -13,7 +13,7 @@ import kopf
 
 from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator._controller import Controller
-from llm_operator._k8s import Kube
+from llm_operator._k8s import Kube, honour_current_kubeconfig
 from llm_operator._reconcile import LABEL_MANAGED_BY, MANAGED_BY
 
 MONITORING_CRDS = {"podmonitors.monitoring.coreos.com": "PodMonitor",
@@ -46,6 +46,13 @@ def startup(settings: kopf.OperatorSettings, logger: logging.Logger | logging.Lo
     )
     controller.start()
     logger.info("triton-llm-operator started (workers=%s)", os.environ.get("LLMOPS_WORKERS", "8"))
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own client-library login, but with $KUBECONFIG as it is now (in a pod: the service account).
+    honour_current_kubeconfig()
+    return kopf.login_via_client(**kwargs)
 
 
 @kopf.on.cleanup()
