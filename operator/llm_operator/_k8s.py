@@ -197,12 +197,3 @@ class Kube:
         meta = obj["metadata"]
         return dict(self._call("POST", _path(obj["apiVersion"], obj["kind"], meta.get("namespace"), None, None),
                                body=obj))
-
-    def has_api(self, group_version: str) -> bool:
-        try:
-            self._call("GET", f"/apis/{group_version}")
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True

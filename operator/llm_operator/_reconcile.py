@@ -29,10 +29,7 @@ from llm_operator.builders import build_children, revision_hash
 log = logging.getLogger("llm_operator.reconcile")
 
 LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_REVISION = "serving.llmops.dev/revision"
-MANAGED_BY = FIELD_MANAGER
 # Kinds the operator owns and may prune; (apiVersion, kind).
 PRUNABLE = (
     ("v1", "ConfigMap"),
@@ -94,7 +91,7 @@ class Problem:
 
 def _event(kube: Kube, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
     meta = body["metadata"]
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         kube.create(
             {
@@ -115,8 +112,8 @@ def _event(kube: Kube, body: Mapping[str, Any], *, type_: str, reason: str, mess
                 "source": {"component": FIELD_MANAGER},
                 "reportingComponent": FIELD_MANAGER,
                 "reportingInstance": os.environ.get("HOSTNAME", "local"),
-                "firstTimestamp": stamp[:19] + "Z",
-                "lastTimestamp": stamp[:19] + "Z",
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
                 "count": 1,
             }
         )
@@ -176,7 +173,7 @@ def _preflight(kube: Kube, llmd: LLMDeployment, namespace: str, nodes: NodeFacts
 
 
 def _revision_of(deploy: Mapping[str, Any]) -> str:
-    return str((deploy["metadata"].get("labels") or {}).get(LABEL_REVISION, ""))
+    return str((deploy["metadata"].get("labels") or {}).get(builders.REVISION_LABEL, ""))
 
 
 def _state(deploy: Mapping[str, Any]) -> RevisionState:
@@ -234,7 +231,7 @@ def reconcile(
                        writes_before=writes_before)
 
     problems = _preflight(kube, llmd, namespace, nodes)
-    selector_labels = f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    selector_labels = f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={builders.MANAGER}"
     deployments = kube.list(api_version="apps/v1", kind="Deployment", namespace=namespace,
                             label_selector=selector_labels)
     # Only objects that this LLMDeployment controls: a same-named CR recreated later must not adopt them.

@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llm_operator import __version__
+
+if TYPE_CHECKING:
+    from llm_operator.dev import LocalCluster
 
 
 def _state_root() -> Path:
@@ -19,7 +23,7 @@ def _state_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "triton-llm-operator"
 
 
-def _cluster(args: argparse.Namespace) -> object:
+def _cluster(args: argparse.Namespace) -> LocalCluster:
     from llm_operator.dev import LocalCluster
 
     return LocalCluster(
@@ -34,10 +38,9 @@ def _cluster(args: argparse.Namespace) -> object:
 
 
 def _dev_up(args: argparse.Namespace) -> int:
-    from llm_operator.dev import BinariesError, ClusterError, LocalCluster, NodeProfileError
+    from llm_operator.dev import BinariesError, ClusterError, NodeProfileError
 
     cluster = _cluster(args)
-    assert isinstance(cluster, LocalCluster)
     try:
         info = cluster.up(timeout=args.timeout)
     except (ClusterError, BinariesError, NodeProfileError) as exc:
@@ -51,10 +54,7 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 def _dev_down(args: argparse.Namespace) -> int:
-    from llm_operator.dev import LocalCluster
-
     cluster = _cluster(args)
-    assert isinstance(cluster, LocalCluster)
     had = cluster.info() is not None
     cluster.down()
     print(f"cluster '{args.name}' {'stopped and removed' if had else 'was not running'}")
@@ -62,11 +62,9 @@ def _dev_down(args: argparse.Namespace) -> int:
 
 
 def _dev_status(args: argparse.Namespace) -> int:
-    from llm_operator.dev import LocalCluster
     from llm_operator.dev._cluster import _alive
 
     cluster = _cluster(args)
-    assert isinstance(cluster, LocalCluster)
     info = cluster.info()
     if info is None:
         print(f"cluster '{args.name}' is not running")

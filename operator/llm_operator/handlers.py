@@ -14,11 +14,13 @@ import kopf
 from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator._controller import Controller
 from llm_operator._k8s import Kube, honour_current_kubeconfig
-from llm_operator._reconcile import LABEL_MANAGED_BY, MANAGED_BY
+from llm_operator._reconcile import LABEL_MANAGED_BY
+from llm_operator.api import GPU_PRODUCT_LABEL
+from llm_operator.builders import MANAGER
 
 MONITORING_CRDS = {"podmonitors.monitoring.coreos.com": "PodMonitor",
                    "servicemonitors.monitoring.coreos.com": "ServiceMonitor"}
-CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
+CHILD_LABELS = {LABEL_MANAGED_BY: MANAGER}
 
 # The running controller; tests and the metrics endpoint read it (e.g. request counters).
 controller: Controller | None = None
@@ -71,8 +73,12 @@ def probe(**_: Any) -> dict[str, Any]:
 
 @kopf.index("", "v1", "nodes")
 def gpu_nodes(name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
-    facts = {"product": labels.get("nvidia.com/gpu.product"), "allocatable": dict(status.get("allocatable") or {})}
-    return {name: facts}
+    return {name: _node_facts(labels, status)}
+
+
+def _node_facts(labels: Any, status: Any) -> dict[str, Any]:
+    """What reconcile needs from a node (see NodeFacts): its GPU product and allocatable resources."""
+    return {"product": (labels or {}).get(GPU_PRODUCT_LABEL), "allocatable": dict(status.get("allocatable") or {})}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -107,11 +113,7 @@ for _group, _version, _plural in (
 @kopf.on.event("", "v1", "nodes")
 def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     ctl = _ctl()
-    labels = body.metadata.labels or {}
-    facts = None if type == "DELETED" else {
-        "product": labels.get("nvidia.com/gpu.product"),
-        "allocatable": dict(body.status.get("allocatable") or {}),
-    }
+    facts = None if type == "DELETED" else _node_facts(body.metadata.labels, body.status)
     if ctl.set_node(body.metadata.name or "", facts) and type is not None:
         ctl.enqueue_all()  # a GPU product appeared or vanished: Degraded objects may recover
 
