@@ -177,36 +177,6 @@ def test_hpa_can_target_the_llmdeployment(cluster: Cluster, operator: Operator, 
 # ------------------------------------------------------------------------------------------------ changes
 
 
-def test_spec_change_rolls_out_a_new_revision_without_surge(cluster: Cluster, operator: Operator,
-                                                             namespace: str) -> None:
-    apply(cluster, namespace, llmd("rolling", replicas=2))
-    first = wait_condition(cluster, namespace, "rolling", "Ready", "True")["status"]["revision"]
-    cms_before = {c["metadata"]["name"] for c in children(cluster, namespace, "configmap", "rolling")}
-    apply(cluster, namespace, llmd("rolling", replicas=2, runtime={"backend": "vllm", "maxBatchSize": 32}))
-    max_pods = 0
-
-    def rolled() -> dict[str, Any] | None:
-        nonlocal max_pods
-        pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=rolling")
-        live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
-        max_pods = max(max_pods, len(live))
-        obj = get(cluster, namespace, "llmd", "rolling")
-        deps = children(cluster, namespace, "deployment", "rolling")
-        done = (obj and obj["status"].get("revision") != first and len(deps) == 1
-                and condition(obj, "Ready").get("status") == "True"
-                and condition(obj, "Progressing").get("status") == "False")
-        return obj if done else None
-
-    obj = wait_for(rolled, timeout=90, interval=0.2, what="rollout to the new revision")
-    assert max_pods <= 2, "the rollout surged past spec.replicas (would deadlock a full GPU pool)"
-    dep = children(cluster, namespace, "deployment", "rolling")[0]
-    assert dep["metadata"]["labels"]["serving.llmops.dev/revision"] == obj["status"]["revision"]
-    wait_for(lambda: not cms_before & {c["metadata"]["name"] for c in children(cluster, namespace, "configmap",
-                                                                              "rolling")},
-             what="old revision's ConfigMap pruned")
-    assert any(e["reason"] == "RolloutStarted" for e in events(cluster, namespace, "rolling"))
-
-
 def test_children_edited_or_deleted_by_hand_are_restored(cluster: Cluster, operator: Operator,
                                                          namespace: str) -> None:
     apply(cluster, namespace, llmd("drift", replicas=1))
