@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from invalid_specs import merge_patch
@@ -577,3 +579,43 @@ def test_any_valid_spec_renders_consistent_children(spec: dict[str, Any], name: 
     assert len(gpu_keys) == (0 if not (llmd.spec.resources.gpu or llmd.spec.resources.mig) else 1)
     spot_tolerated = any(t.get("key") == api.SPOT_TAINT_KEY for t in pod.get("tolerations", []))
     assert spot_tolerated == (llmd.spec.placement.capacity_type != "OnDemand")
+
+
+# Golden revisions. The revision names each model's Deployment, so any change to these values makes the next
+# operator release roll every running model in every cluster (a new pod per replica, a full weight download).
+# Changing them must be a deliberate act: when a builder change is meant to alter the pods, take the new values
+# from the failure of `.venv/bin/pytest tests/unit/test_builders.py -k pinned -vv`, paste them here, and say in
+# the release notes that upgrading rolls every model. When the change was not meant to alter the
+# pods, the builder change is the bug, not these values.
+GOLDEN_REVISIONS = {
+    "llama-3.1-70b-tp8.yaml": "r1b85be2d0",
+    "llama-3.1-8b-1gpu.yaml": "r4aac4730f",
+    "mistral-7b-spot.yaml": "r4f9e47ccf",
+    "qwen-7b-mig.yaml": "r8b1c07a57",
+    "smollm-cpu.yaml": "r1709147ab",
+}
+MINIMAL = {
+    "apiVersion": api.API_VERSION,
+    "kind": api.KIND,
+    "metadata": {"name": "minimal"},
+    "spec": {"model": {"name": "m", "uri": "hf://org/m"}},
+}
+GOLDEN_MINIMAL_REVISION = "r99dd32e5a"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _example_revisions() -> dict[str, str]:
+    out = {}
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        (llmd,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == api.KIND]
+        out[path.name] = builders.revision_hash(api.parse(llmd))
+    return out
+
+
+def test_revisions_of_the_examples_are_pinned() -> None:
+    # A new example needs its own golden value, so the dicts are compared whole.
+    assert _example_revisions() == GOLDEN_REVISIONS
+
+
+def test_revision_of_a_minimal_spec_is_pinned() -> None:
+    assert builders.revision_hash(api.parse(copy.deepcopy(MINIMAL))) == GOLDEN_MINIMAL_REVISION
