@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from llm_runtime.tiny import create_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from llm_runtime.tiny import create_tiny_model
-
     return create_tiny_model(tmp_path_factory.mktemp("tiny-model"))

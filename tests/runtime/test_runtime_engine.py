@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-
-from llm_runtime.detok import TextStream  # noqa: E402
-from llm_runtime.engine import Engine, GenerationEvent, Request  # noqa: E402
-from llm_runtime.errors import BadRequestError, OverloadedError  # noqa: E402
-from llm_runtime.sampling import SamplingParams  # noqa: E402
+import torch
+from llm_runtime.detok import TextStream
+from llm_runtime.engine import Engine, GenerationEvent, Request
+from llm_runtime.errors import BadRequestError, OverloadedError
+from llm_runtime.sampling import SamplingParams
 
 
 class Collector:
@@ -212,3 +210,31 @@ def test_a_failed_step_fails_its_requests_and_the_engine_keeps_serving(tiny_mode
         assert second.last.finish_reason == "length" and second.last.completion_tokens == 24
     finally:
         eng.stop(timeout_s=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+def test_engine_on_cuda_batches_like_solo_and_matches_generate(tiny_model_dir: Path) -> None:
+    # The GPU path: the default device is CUDA and dtype "auto" keeps the checkpoint's own dtype there.
+    eng = Engine.load(tiny_model_dir, max_batch_size=8, max_queue_size=8)
+    assert eng.device.type == "cuda"
+    assert next(eng.model.parameters()).dtype == torch.float32  # the tiny checkpoint is saved in float32
+    eng.start()
+    try:
+        solo = []
+        for p in PROMPTS:
+            c = submit(eng, p, GREEDY)
+            wait_all([c])
+            solo.append(c.text)
+        batched = [submit(eng, p, GREEDY) for p in PROMPTS]
+        wait_all(batched)
+        assert [c.text for c in batched] == solo
+        ids = eng.tokenizer(PROMPTS[1], return_tensors="pt").to(eng.device)
+        ref = eng.model.generate(**ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)
+        assert solo[1] == eng.tokenizer.decode(ref[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        seeded = SamplingParams(max_tokens=24, temperature=1.0, top_k=50, seed=7, ignore_eos=True)
+        a, b = submit(eng, "seeded", seeded), submit(eng, "seeded", seeded)
+        wait_all([a, b])
+        assert a.text == b.text
+    finally:
+        eng.stop(timeout_s=10)

@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
-
-pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("pytriton")
-openai = pytest.importorskip("openai")
-
-import tritonclient.grpc as grpcclient  # noqa: E402
-from runtime_serving_helpers import Served, post_json, sse_events, start_serve  # noqa: E402
+import tritonclient.grpc as grpcclient
+from runtime_serving_helpers import Served, post_json, sse_events, start_serve
 
 pytestmark = pytest.mark.triton
 

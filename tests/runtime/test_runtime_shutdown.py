@@ -11,10 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("pytriton")
-
 from runtime_serving_helpers import start_serve
 
 pytestmark = pytest.mark.triton
