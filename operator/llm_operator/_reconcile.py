@@ -22,9 +22,9 @@ from llm_operator import _conditions as conds
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
 from llm_operator._k8s import Kube, KubeError
-from llm_operator._rollout import RevisionState, plan
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
 from llm_operator.builders import build_children, revision_hash
+from llm_operator.rollout import RevisionState, plan
 
 log = logging.getLogger("llm_operator.reconcile")
 
@@ -176,8 +176,12 @@ def _revision_of(deploy: Mapping[str, Any]) -> str:
     return str((deploy["metadata"].get("labels") or {}).get(builders.REVISION_LABEL, ""))
 
 
-def _state(deploy: Mapping[str, Any]) -> RevisionState:
+def _state(deploy: Mapping[str, Any], terminating: Mapping[str, int] | None) -> RevisionState:
     status = deploy.get("status") or {}
+    if "terminatingReplicas" in status:  # served since Kubernetes 1.33 (DeploymentReplicaSetTerminatingReplicas)
+        gone = int(status["terminatingReplicas"] or 0)
+    else:
+        gone = (terminating or {}).get(_revision_of(deploy), 0)
     return RevisionState(
         name=deploy["metadata"]["name"],
         revision=_revision_of(deploy),
@@ -185,7 +189,22 @@ def _state(deploy: Mapping[str, Any]) -> RevisionState:
         replicas=int(status.get("replicas", 0)),
         ready_replicas=int(status.get("readyReplicas", 0)),
         created=str(deploy["metadata"].get("creationTimestamp", "")),
+        terminating=gone,
     )
+
+
+def _terminating_pods(kube: Kube, namespace: str, selector: str, deployments: Sequence[Mapping[str, Any]]
+                      ) -> dict[str, int] | None:
+    """Terminating pods per revision, read from the pods themselves, only where Deployment status lacks
+    `terminatingReplicas` (older API servers): they keep their GPUs for their whole grace period."""
+    if all("terminatingReplicas" in (d.get("status") or {}) for d in deployments):
+        return None
+    counts: dict[str, int] = {}
+    for pod in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
+        if pod["metadata"].get("deletionTimestamp"):
+            revision = _revision_of(pod)
+            counts[revision] = counts.get(revision, 0) + 1
+    return counts
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -249,8 +268,9 @@ def reconcile(
     # A monitor is built only when the cluster serves the kind the spec asks for (Prometheus Operator CRDs).
     monitoring_crds = llmd.spec.monitoring.kind in monitor_kinds
     children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds)
-    rollout = plan(desired=llmd.spec.replicas, current=_state(current) if current else None,
-                   old=[_state(d) for d in old])
+    terminating = _terminating_pods(kube, namespace, selector_labels, deployments) if old else None
+    rollout = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
+                   old=[_state(d, terminating) for d in old])
     desired_keys = set()
     service: dict[str, Any] | None = None
     for child in children:
@@ -286,7 +306,10 @@ def reconcile(
 
     if current is not None and problems == []:
         status = current.get("status") or {}
-        if int(status.get("readyReplicas", 0)) < rollout.current_replicas:
+        # While our own pods are terminating they still hold GPUs that a Pending pod waits for: that is a
+        # rollout step, not an unschedulable spec.
+        draining = any(_state(d, terminating).terminating for d in [current, *old])
+        if int(status.get("readyReplicas", 0)) < rollout.current_replicas and not draining:
             message = _unschedulable(kube, namespace, current) if rollout.current_replicas else None
             if message:
                 problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {message}"))
