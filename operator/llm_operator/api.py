@@ -653,8 +653,17 @@ class LLMDeploymentSpec(_Model):
     """How the model is exposed inside the cluster."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     """Prometheus Operator integration."""
+    pod_annotations: ShortMap = Field(default_factory=dict)
+    """Annotations for every model pod (e.g. a service-mesh or log-agent opt-in). Changing them rolls the pods
+    like any other pod template change. Keys under `serving.llmops.dev/` belong to the operator."""
 
     __cel_rules__ = (
+        CelRule(
+            rule="!has(self.podAnnotations) || self.podAnnotations.all(k, !k.startsWith('serving.llmops.dev/'))",
+            message="spec.podAnnotations keys under serving.llmops.dev/ belong to the operator: use another prefix",
+            check=lambda s: not any(k.startswith(f"{GROUP}/") for k in s.pod_annotations),
+            field_path=".podAnnotations",
+        ),
         CelRule(
             rule="has(self.resources.gpu) ? self.resources.gpu.count % self.runtime.tensorParallelSize == 0 "
             ": self.runtime.tensorParallelSize == 1",

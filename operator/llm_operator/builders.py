@@ -652,7 +652,8 @@ def build_pod_template(llmd: api.LLMDeployment, *, revision: str) -> dict[str, A
         pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
     labels = {**common_labels(llmd, component=COMPONENT_SERVER), REVISION_LABEL: revision}
     return {
-        "metadata": {"labels": labels, "annotations": {f"{api.GROUP}/model-name": spec.model.name}},
+        "metadata": {"labels": labels,
+                     "annotations": {**spec.pod_annotations, f"{api.GROUP}/model-name": spec.model.name}},
         "spec": pod_spec,
     }
 

@@ -233,6 +233,12 @@ INVALID_SPECS: list[Case] = [
         "spec.runtime",
     ),
     Case(
+        "pod-annotation-in-operator-prefix",
+        _spec(podAnnotations={"serving.llmops.dev/model-name": "other"}),
+        "spec.podAnnotations keys under serving.llmops.dev/ belong to the operator",
+        "spec",
+    ),
+    Case(
         "name-not-dns-1035",
         {"metadata": {"name": "1-llama"}},
         "metadata.name must be a DNS-1035 label",
