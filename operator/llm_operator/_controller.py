@@ -38,8 +38,11 @@ class Controller:
         workers: int = 8,
         resync_seconds: float = 300.0,
         reconcile_fn: Callable[..., Outcome] = reconcile,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
+        # Every due time, delay and duration is read from this clock, so tests can step time instead of sleeping.
+        self._clock = clock
         self.resync_seconds = resync_seconds
         self.bodies: dict[Key, Mapping[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -112,7 +115,7 @@ class Controller:
         return NodeFacts.from_nodes(self.nodes.values()) != before
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
-        when = time.monotonic() + delay
+        when = self._clock() + delay
         with self._cv:
             if key in self._running:
                 self._again.add(key)
@@ -133,9 +136,20 @@ class Controller:
             self._due.pop(key, None)
             self._failures.pop(key, None)
 
+    def due(self, key: Key) -> float | None:
+        """When ``key`` is next due, on the controller's clock; None while it is not queued."""
+        with self._cv:
+            return self._due.get(key)
+
+    def wake(self) -> None:
+        """Re-check what is due now. The loop also wakes by itself at least once a second; a clock that is
+        stepped rather than running (tests) calls this after each step."""
+        with self._cv:
+            self._cv.notify_all()
+
     def idle(self) -> bool:
         with self._cv:
-            now = time.monotonic()
+            now = self._clock()
             return not self._running and not any(t <= now for t in self._due.values())
 
     # ------------------------------------------------------------------ loop
@@ -149,7 +163,7 @@ class Controller:
                     self._cv.wait(timeout=1.0)
                     continue
                 when, key = self._heap[0]
-                wait = when - time.monotonic()
+                wait = when - self._clock()
                 if wait > 0:
                     self._cv.wait(timeout=min(wait, 1.0))
                     continue
@@ -166,13 +180,13 @@ class Controller:
             body = self.bodies.get(key)
             if body is None:
                 return
-            started = time.monotonic()
+            started = self._clock()
             with lock_for(*key):
                 outcome = self._reconcile(
                     self.kube, body, nodes=self.node_facts(),
                     monitor_kinds=self.monitor_kinds,
                 )
-            RECONCILE_SECONDS.observe(time.monotonic() - started)
+            RECONCILE_SECONDS.observe(self._clock() - started)
             if outcome.body is not None:
                 self._remember(key, outcome.body)
             RECONCILES.labels("success").inc()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from typing import Any
@@ -30,10 +29,54 @@ def wait(check: Any, timeout: float = 5.0) -> None:
     raise AssertionError("timed out")
 
 
-def make(fn: Any) -> Controller:
-    ctl = Controller(FakeKube(), workers=2, resync_seconds=3600, reconcile_fn=fn)  # type: ignore[arg-type]
+def make(fn: Any, **kwargs: Any) -> Controller:
+    ctl = Controller(FakeKube(), workers=2, resync_seconds=3600, reconcile_fn=fn, **kwargs)  # type: ignore[arg-type]
     ctl.start()
     return ctl
+
+
+class SteppedClock:
+    """A clock that only moves when the test steps it: due times become exact numbers, and no test sleeps
+    through a backoff."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+KEY = ("ns", "a")
+
+
+class Stepper:
+    """Runs a controller on a SteppedClock and counts reconciles."""
+
+    def __init__(self, fn: Any, *, resync_seconds: float = 3600) -> None:
+        self.clock = SteppedClock()
+        self.calls: list[float] = []
+
+        def counted(kube: Any, b: Any, **kw: Any) -> Outcome:
+            self.calls.append(self.clock.now)
+            result: Outcome = fn(len(self.calls))
+            return result
+
+        self.ctl = Controller(FakeKube(), workers=2, resync_seconds=resync_seconds,  # type: ignore[arg-type]
+                              reconcile_fn=counted, clock=self.clock)
+        self.ctl.start()
+
+    def next_delay(self) -> float:
+        """Wait (on real time, briefly) for the reconcile in flight to finish and reschedule, and return the
+        delay it chose; then step the clock to that moment and let the loop run it."""
+        calls = len(self.calls)
+        wait(lambda: len(self.calls) == calls and self.ctl.due(KEY) is not None and self.ctl.idle())
+        due = self.ctl.due(KEY)
+        assert due is not None
+        delay = due - self.clock.now
+        self.clock.now = due
+        self.ctl.wake()
+        wait(lambda: len(self.calls) == calls + 1)
+        return delay
 
 
 def test_bursts_of_events_for_one_object_collapse_into_few_reconciles() -> None:
@@ -58,25 +101,6 @@ def test_bursts_of_events_for_one_object_collapse_into_few_reconciles() -> None:
         ctl.stop()
 
 
-def test_failures_are_retried_with_growing_backoff_then_succeed() -> None:
-    calls: list[float] = []
-
-    def fn(kube: Any, b: Any, **_: Any) -> Outcome:
-        calls.append(time.monotonic())
-        if len(calls) < 3:
-            raise KubeError("boom", status=500)
-        return Outcome(ready=True, reason="AllReplicasReady")
-
-    ctl = make(fn)
-    try:
-        ctl.observe(body("a", 1))
-        wait(lambda: len(calls) >= 3, timeout=10)
-        gaps = [b - a for a, b in itertools.pairwise(calls)]
-        assert gaps[0] >= 0.9 and gaps[1] >= 1.9  # 1 s, then 2 s
-    finally:
-        ctl.stop()
-
-
 def test_a_stale_watch_event_does_not_replace_a_newer_body() -> None:
     ctl = make(lambda *a, **k: Outcome(ready=True, reason="x"))
     try:
@@ -92,16 +116,62 @@ def test_a_stale_watch_event_does_not_replace_a_newer_body() -> None:
         ctl.stop()
 
 
-def test_requeue_after_schedules_the_next_reconcile() -> None:
-    calls: list[float] = []
+def test_failures_back_off_exponentially_up_to_a_minute_then_reset_on_success() -> None:
+    def fn(n: int) -> Outcome:
+        if n <= 9 or n == 11:
+            raise KubeError("boom", status=500)
+        return Outcome(ready=True, reason="AllReplicasReady", requeue_after=5)
 
-    def fn(kube: Any, b: Any, **_: Any) -> Outcome:
-        calls.append(time.monotonic())
-        return Outcome(ready=False, reason="SecretNotFound", requeue_after=0.2)
-
-    ctl = make(fn)
+    s = Stepper(fn)
     try:
-        ctl.observe(body("a", 1))
-        wait(lambda: len(calls) >= 3)
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1)
+        assert [s.next_delay() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+        assert s.next_delay() == 5  # the 10th reconcile succeeded and asked to be requeued in 5 s
+        assert s.next_delay() == 1  # a new failure starts over at 1 s
     finally:
-        ctl.stop()
+        s.ctl.stop()
+
+
+def test_a_crash_backs_off_like_an_api_error() -> None:
+    def fn(n: int) -> Outcome:
+        raise RuntimeError("bug")
+
+    s = Stepper(fn)
+    try:
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1)
+        assert [s.next_delay() for _ in range(3)] == [1, 2, 4]
+    finally:
+        s.ctl.stop()
+
+
+def test_requeue_after_schedules_the_next_reconcile_at_that_delay() -> None:
+    s = Stepper(lambda n: Outcome(ready=False, reason="SecretNotFound", requeue_after=[10.0, 2.5, 7.0][n % 3]))
+    try:
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1)
+        assert [s.next_delay() for _ in range(3)] == [2.5, 7.0, 10.0]
+        assert s.calls == [1000.0, 1002.5, 1009.5, 1019.5]
+    finally:
+        s.ctl.stop()
+
+
+def test_without_requeue_after_the_next_reconcile_is_the_resync() -> None:
+    s = Stepper(lambda n: Outcome(ready=True, reason="AllReplicasReady"), resync_seconds=300)
+    try:
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1)
+        assert [s.next_delay() for _ in range(2)] == [300, 300]
+    finally:
+        s.ctl.stop()
+
+
+def test_requeue_after_longer_than_the_resync_is_cut_to_the_resync() -> None:
+    s = Stepper(lambda n: Outcome(ready=False, reason="x", requeue_after=900), resync_seconds=300)
+    try:
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1)
+        assert s.next_delay() == 300
+    finally:
+        s.ctl.stop()
