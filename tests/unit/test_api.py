@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from invalid_specs import INVALID_SPECS, Case, build, valid_object
-from llm_operator import api
+from llm_operator import api, builders
 from llm_operator._crd import openapi_schema
 from pydantic import ValidationError
 
@@ -147,9 +148,22 @@ def test_remote_uri_has_no_pvc_source() -> None:
     assert api.ModelSpec(name="m", uri="s3://bucket/x").pvc_source() is None
 
 
-@pytest.mark.parametrize("quantity", ["8", "500m", "64Gi", "1.5", 8, "1e3"])
-def test_quantities_accepted(quantity: str | int) -> None:
-    assert api.ResourcesSpec(cpu=quantity).cpu == quantity
+@pytest.mark.parametrize(
+    ("quantity", "cores"), [("8", 8), ("500m", 0.5), ("64Gi", 64 * 2**30), ("1.5", 1.5), (8, 8), ("1e3", 1000)]
+)
+def test_quantities_accepted(quantity: str | int, cores: float) -> None:
+    """A quantity pydantic accepts is one the API server's schema accepts too, and it reaches the pod as the
+    same amount."""
+    obj = valid_object()
+    obj["spec"]["resources"]["cpu"] = quantity
+    llmd = api.parse(obj)
+    schema = openapi_schema()["properties"]["spec"]["properties"]["resources"]["properties"]["cpu"]
+    assert re.fullmatch(schema["pattern"], str(quantity))
+    assert api.quantity_value(llmd.spec.resources.cpu or 0) == pytest.approx(cores)
+    deployment = builders.build_deployment(llmd, namespace="ns", revision="r", owner_uid=None)
+    (triton,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The container API takes quantities as strings; an integer from the spec is sent as its string form.
+    assert triton["resources"]["limits"]["cpu"] == triton["resources"]["requests"]["cpu"] == str(quantity)
 
 
 @pytest.mark.parametrize("quantity", ["eight", "64GB", "-", "1.2.3"])
@@ -181,8 +195,19 @@ def test_pvc_rejects_secret_even_via_structured_source() -> None:
 
 
 def test_runtime_args_may_carry_other_flags() -> None:
-    rt = api.RuntimeSpec(args=["--log-verbose=1", "--model-load-thread-count=2"])
-    assert rt.args == ["--log-verbose=1", "--model-load-thread-count=2"]
+    """Flags the operator does not own (even ones sharing a prefix with a reserved one) pass both the pydantic
+    mirror and the CEL rule's reserved list, and are appended after the operator's own flags."""
+    extra = ["--log-verbose=1", "--model-load-thread-count=2", "--model-control-mode=none"]
+    assert not any(a.startswith(api.RESERVED_TRITON_FLAGS) for a in extra)
+    obj = valid_object()
+    obj["spec"]["runtime"]["args"] = extra
+    llmd = api.parse(obj)
+    deployment = builders.build_deployment(llmd, namespace="ns", revision="r", owner_uid=None)
+    (triton,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert triton["args"][-len(extra):] == extra
+    assert triton["args"][0] == "tritonserver"
+    operator_flags = triton["args"][1 : -len(extra)]
+    assert {a.split("=")[0] for a in operator_flags} >= {"--model-repository", "--http-port", "--exit-timeout-secs"}
 
 
 def test_parameter_keys_are_restricted() -> None:
