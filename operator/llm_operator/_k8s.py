@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -75,6 +75,30 @@ def _path(api_version: str, kind: str, namespace: str | None, name: str | None, 
     return "/".join(parts)
 
 
+class KubeAPI(Protocol):
+    """What reconcile() needs from a client: `Kube` against a real API server, or a fake in unit tests."""
+
+    @property
+    def writes(self) -> int: ...
+
+    def get(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
+
+    def list(
+        self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def apply(self, obj: dict[str, Any], *, subresource: str | None = None, force: bool = True) -> dict[str, Any]: ...
+
+    def patch(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str, body: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class Kube:
     """A thin synchronous client. Thread-safe: kopf runs sync handlers in a thread pool."""
 
@@ -90,6 +114,8 @@ class Kube:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.writes_by_namespace: Counter[str] = Counter()
+        # Reads per namespace: tests check that a resync really looked at a namespace while writing nothing.
+        self.gets_by_namespace: Counter[str] = Counter()
         self.calls: set[tuple[str, str]] = set()  # (verb, path) ever made: the RBAC test checks them all
 
     @property
@@ -110,8 +136,12 @@ class Kube:
         with self._lock:
             self.requests[method] += 1
             self.calls.add((method, path))
-            if method in WRITE_VERBS and "/namespaces/" in path:
-                self.writes_by_namespace[path.split("/namespaces/", 1)[1].split("/", 1)[0]] += 1
+            if "/namespaces/" in path:
+                namespace = path.split("/namespaces/", 1)[1].split("/", 1)[0]
+                if method in WRITE_VERBS:
+                    self.writes_by_namespace[namespace] += 1
+                elif method == "GET":
+                    self.gets_by_namespace[namespace] += 1
         try:
             method_, url, headers, body_, _ = self._api.param_serialize(
                 method=method,

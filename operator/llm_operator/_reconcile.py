@@ -21,7 +21,7 @@ from llm_operator import FIELD_MANAGER, builders
 from llm_operator import _conditions as conds
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
-from llm_operator._k8s import Kube, KubeError
+from llm_operator._k8s import KubeAPI, KubeError
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
 from llm_operator.builders import build_children, revision_hash
 from llm_operator.rollout import RevisionState, plan
@@ -89,7 +89,7 @@ class Problem:
     message: str
 
 
-def _event(kube: Kube, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+def _event(kube: KubeAPI, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
     meta = body["metadata"]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -121,7 +121,7 @@ def _event(kube: Kube, body: Mapping[str, Any], *, type_: str, reason: str, mess
         log.warning("could not record event %s: %s", reason, exc)
 
 
-def _preflight(kube: Kube, llmd: LLMDeployment, namespace: str, nodes: NodeFacts | None) -> list[Problem]:
+def _preflight(kube: KubeAPI, llmd: LLMDeployment, namespace: str, nodes: NodeFacts | None) -> list[Problem]:
     """Valid specs that cannot be served: report them instead of creating pods that never start."""
     problems: list[Problem] = []
     spec = llmd.spec
@@ -193,7 +193,7 @@ def _state(deploy: Mapping[str, Any], terminating: Mapping[str, int] | None) -> 
     )
 
 
-def _terminating_pods(kube: Kube, namespace: str, selector: str, deployments: Sequence[Mapping[str, Any]]
+def _terminating_pods(kube: KubeAPI, namespace: str, selector: str, deployments: Sequence[Mapping[str, Any]]
                       ) -> dict[str, int] | None:
     """Terminating pods per revision, read from the pods themselves, only where Deployment status lacks
     `terminatingReplicas` (older API servers): they keep their GPUs for their whole grace period."""
@@ -211,7 +211,7 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
-def _unschedulable(kube: Kube, namespace: str, deploy: Mapping[str, Any]) -> str | None:
+def _unschedulable(kube: KubeAPI, namespace: str, deploy: Mapping[str, Any]) -> str | None:
     """The scheduler's message for a Pending pod of this Deployment, if any pod is unschedulable."""
     labels = deploy["spec"]["selector"].get("matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -223,7 +223,7 @@ def _unschedulable(kube: Kube, namespace: str, deploy: Mapping[str, Any]) -> str
 
 
 def reconcile(
-    kube: Kube,
+    kube: KubeAPI,
     body: Mapping[str, Any],
     *,
     nodes: NodeFacts | None = None,
@@ -324,7 +324,7 @@ def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
 
 
 def _prune(
-    kube: Kube,
+    kube: KubeAPI,
     namespace: str,
     uid: str | None,
     selector: str,
@@ -360,7 +360,7 @@ class _Observed:
 
 
 def _finish(
-    kube: Kube,
+    kube: KubeAPI,
     body: Mapping[str, Any],
     old_status: Mapping[str, Any],
     generation: int,

@@ -1,0 +1,150 @@
+"""reconcile() against a recording in-memory client: what it writes, and that it writes nothing it need not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_operator._reconcile import reconcile
+from llm_operator.builders import REVISION_LABEL
+
+from tests.operator.fake_kube import FakeKube
+
+NS = "team-a"
+
+
+def _llmd(kube: FakeKube, name: str = "m", *, generation: int = 1, **spec: Any) -> dict[str, Any]:
+    body = {
+        "model": {"name": "tiny", "uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+        "runtime": {"backend": "vllm"},
+        "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+        "replicas": 2,
+        **spec,
+    }
+    current = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name=name)
+    obj = current or {"apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment",
+                      "metadata": {"name": name, "namespace": NS}}
+    obj["spec"] = body
+    obj["metadata"]["generation"] = generation
+    return kube.put(obj)
+
+
+def _again(kube: FakeKube, name: str = "m") -> Any:
+    body = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name=name)
+    return reconcile(kube, body)
+
+
+def _deployments(kube: FakeKube) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["labels"][REVISION_LABEL]: d for d in kube.find("Deployment")}
+
+
+def _set_pods(kube: FakeKube, deploy: dict[str, Any], *, replicas: int, ready: int, terminating: int = 0,
+              served: bool = True) -> None:
+    """The Deployment controller's view of its pods, as it would write it into status."""
+    deploy = kube.get(api_version="apps/v1", kind="Deployment", namespace=NS, name=deploy["metadata"]["name"]) or {}
+    status = {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas}
+    if served:
+        status["terminatingReplicas"] = terminating
+    deploy["status"] = status
+    kube.put(deploy)
+
+
+def _condition(kube: FakeKube, type_: str) -> dict[str, Any]:
+    obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def test_first_reconcile_creates_every_child_and_a_second_one_writes_nothing() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube))
+    kinds = sorted({kind for verb, kind, _ in kube.log if verb == "apply"})
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    assert ("apply/status", "LLMDeployment", "m") in kube.log
+    writes = kube.writes
+    outcome = _again(kube)
+    assert kube.writes == writes, kube.log[writes:]
+    assert outcome.writes == 0
+
+
+def test_status_is_written_once_per_change_and_ready_follows_the_deployment() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube))
+    assert _condition(kube, "Ready")["status"] == "False"
+    _set_pods(kube, next(iter(_deployments(kube).values())), replicas=2, ready=2)
+    before = kube.writes
+    _again(kube)
+    assert [w for w in kube.log[before:] if w[0] == "apply/status"] == [("apply/status", "LLMDeployment", "m")]
+    assert _condition(kube, "Ready")["reason"] == "AllReplicasReady"
+    assert ("create", "Event", "m") not in kube.log  # Event names are unique, not the object's name
+    assert any(verb == "create" and kind == "Event" for verb, kind, _ in kube.log[before:])
+    settled = kube.writes
+    _again(kube)
+    assert kube.writes == settled, kube.log[settled:]
+
+
+def test_hand_edited_child_is_reapplied_once() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube))
+    pdb = kube.find("PodDisruptionBudget")[0]
+    pdb["spec"]["maxUnavailable"] = 7
+    kube.put(pdb)
+    before = kube.writes
+    _again(kube)
+    assert kube.log[before:] == [("apply", "PodDisruptionBudget", pdb["metadata"]["name"])]
+    assert kube.find("PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
+
+
+def test_spec_change_cuts_one_old_pod_and_the_new_revision_waits_for_its_gpu() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube))
+    (old_rev, old), = _deployments(kube).items()
+    _set_pods(kube, old, replicas=2, ready=2)
+    _again(kube)
+
+    _llmd(kube, generation=2, runtime={"backend": "vllm", "maxBatchSize": 32})
+    _again(kube)
+    deps = _deployments(kube)
+    new_rev = next(r for r in deps if r != old_rev)
+    assert deps[old_rev]["spec"]["replicas"] == 1  # one old pod goes, the other keeps serving
+    assert deps[new_rev]["spec"]["replicas"] == 0  # its GPU is not free yet
+    assert _condition(kube, "Progressing")["status"] == "True"
+
+    # The cut pod is terminating and still holds its GPU: no child changes (status reports the new count).
+    _set_pods(kube, deps[old_rev], replicas=1, ready=1, terminating=1)
+    before = kube.writes
+    _again(kube)
+    assert _deployments(kube)[new_rev]["spec"]["replicas"] == 0
+    assert [w for w in kube.log[before:] if w[1] != "LLMDeployment"] == []
+    _again(kube)
+    assert kube.writes == before + 1
+
+    # Gone: the new revision gets one pod, and the last old pod stays until that one is ready.
+    _set_pods(kube, deps[old_rev], replicas=1, ready=1, terminating=0)
+    _again(kube)
+    assert _deployments(kube)[new_rev]["spec"]["replicas"] == 1
+    assert _deployments(kube)[old_rev]["spec"]["replicas"] == 1
+    _set_pods(kube, _deployments(kube)[new_rev], replicas=1, ready=0)
+    _again(kube)
+    assert _deployments(kube)[old_rev]["spec"]["replicas"] == 1
+    _set_pods(kube, _deployments(kube)[new_rev], replicas=1, ready=1)
+    _again(kube)
+    assert _deployments(kube)[old_rev]["spec"]["replicas"] == 0
+
+
+def test_without_terminating_replicas_in_status_the_pods_are_counted() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube))
+    (old_rev, old), = _deployments(kube).items()
+    _set_pods(kube, old, replicas=2, ready=2, served=False)
+    _llmd(kube, generation=2, runtime={"backend": "vllm", "maxBatchSize": 32})
+    _again(kube)
+    _set_pods(kube, old, replicas=1, ready=1, served=False)
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "m-old-1", "namespace": NS, "deletionTimestamp": "2026-11-23T00:00:00Z",
+                        "labels": old["spec"]["template"]["metadata"]["labels"]}}
+    kube.put(pod)
+    _again(kube)
+    new_rev = next(r for r in _deployments(kube) if r != old_rev)
+    assert _deployments(kube)[new_rev]["spec"]["replicas"] == 0
+    kube.objects.pop(("v1", "Pod", NS, "m-old-1"))
+    _again(kube)
+    assert _deployments(kube)[new_rev]["spec"]["replicas"] == 1
