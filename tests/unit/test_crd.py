@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from llm_operator import _crd, api
+from llm_operator import _crd, api, cli
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / _crd.CRD_PATH
@@ -244,3 +244,37 @@ def test_docs_reference_covers_every_spec_field(schema: dict[str, Any]) -> None:
             assert f"### `{path}`" in text, path
             for name in node["properties"]:
                 assert f"| `{name}` |" in text
+
+
+# ------------------------------------------------------------------------------------- llmctl crd --check
+
+
+def test_crd_check_passes_on_the_committed_file(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)  # without -o, --check reads the committed path relative to the checkout
+    assert cli.main(["crd", "--check"]) == 0
+    assert cli.main(["crd", "--check", "-o", str(COMMITTED)]) == 0
+    assert "is up to date" in capsys.readouterr().out
+
+
+def test_crd_check_fails_on_a_stale_copy_and_leaves_it_alone(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    stale = tmp_path / "crd.yaml"
+    text = COMMITTED.read_text().replace("shortNames:\n", "shortNames:\n    - llmdep\n", 1)
+    assert text != COMMITTED.read_text()
+    stale.write_text(text)
+    assert cli.main(["crd", "--check", "-o", str(stale)]) == 1
+    err = capsys.readouterr().err
+    assert f"{stale} is out of date" in err
+    assert f"llmctl crd -o {stale}" in err
+    assert stale.read_text() == text  # --check reports; it never rewrites the file
+
+    # A trailing newline is a difference too: the file must be byte-identical to the generator's output.
+    stale.write_text(COMMITTED.read_text() + "\n")
+    assert cli.main(["crd", "--check", "-o", str(stale)]) == 1
+
+
+def test_crd_check_fails_when_the_file_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["crd", "--check", "-o", str(tmp_path / "absent.yaml")]) == 1
+    assert "is out of date" in capsys.readouterr().err
+    assert not (tmp_path / "absent.yaml").exists()
