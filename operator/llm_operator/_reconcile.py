@@ -178,7 +178,7 @@ def _revision_of(deploy: Mapping[str, Any]) -> str:
 
 def _state(deploy: Mapping[str, Any], terminating: Mapping[str, int] | None) -> RevisionState:
     status = deploy.get("status") or {}
-    if "terminatingReplicas" in status:  # served since Kubernetes 1.33 (DeploymentReplicaSetTerminatingReplicas)
+    if "terminatingReplicas" in status:  # beta and on by default since Kubernetes 1.35 (KEP-3973)
         gone = int(status["terminatingReplicas"] or 0)
     else:
         gone = (terminating or {}).get(_revision_of(deploy), 0)
