@@ -2,15 +2,21 @@
 and the cluster tests (the real API server with the generated CRD).
 
 Each `Case.patch` is a JSON merge patch (RFC 7386: nested dicts merge, `None` deletes a key, lists replace)
-applied to `valid_object()`. `Case.expected` is a substring of the API server's error; `Case.field` is the
-field path that both the API server's error and pydantic's error (its location or message) name.
-For CEL rules `expected` is our own message, so `llmctl render` and `kubectl apply` say the same thing.
+applied to `valid_object()`. `Case.expected` is a substring of the API server's error item and `Case.field` is
+the field path that item starts with, in the API server's notation (`steps[0].weight`; `ROOT` for the object
+itself, which it prints as `<nil>`). For CEL rules `expected` is our own message, so `llmctl render` and
+`kubectl apply` say the same thing, and `field` is the path of the schema node holding the rule plus the rule's
+fieldPath. Pydantic names the same field: its error location is the field itself, or for a CEL rule the model
+holding the rule (the unit tests add the rule's field_path).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, NamedTuple
+
+ROOT = ""  # an error on the object itself; the API server prints its path as <nil>
 
 
 class Case(NamedTuple):
@@ -46,6 +52,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+def invalid_items(stderr: str) -> list[tuple[str, str]]:
+    """(field, rest) of each item of the API server's "is invalid" error as kubectl prints it: one item after
+    the colon, or several on lines starting with "* "."""
+    _, found, detail = stderr.partition(" is invalid: ")
+    if not found:
+        return []
+    items = [line.strip().removeprefix("* ") for line in detail.splitlines() if line.strip()]
+    return [(ROOT if f == "<nil>" else f, rest) for f, _, rest in (item.partition(": ") for item in items)]
+
+
+def pydantic_path(field: str) -> str:
+    """The API server's `a.b[0].c` as pydantic's dotted location `a.b.0.c`."""
+    return re.sub(r"\[(\d+)\]", r".\1", field)
+
+
 def build(case: Case, name: str = "invalid-case") -> dict[str, Any]:
     return merge_patch(valid_object(name), case.patch)
 
@@ -72,31 +93,31 @@ INVALID_SPECS: list[Case] = [
         "uri-unsupported-scheme",
         _spec(model={"uri": "https://huggingface.co/gpt2"}),
         "spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc://",
-        "spec.model",
+        "spec.model.uri",
     ),
     Case(
         "pvc-uri-bad-claim",
         _spec(model={"uri": "pvc://Bad_Claim/models"}),
         "a pvc:// URI must be pvc://<claim-name>/<path>",
-        "spec.model",
+        "spec.model.uri",
     ),
     Case(
         "revision-without-hf",
         _spec(model={"uri": "s3://bucket/llama", "revision": "v1"}),
         "spec.model.revision is only supported for hf:// URIs",
-        "spec.model",
+        "spec.model.revision",
     ),
     Case(
         "secret-with-pvc",
         _spec(model={"uri": "pvc://weights/llama", "secretRef": {"name": "hf-token"}}),
         "spec.model.secretRef is only used to download remote models",
-        "spec.model",
+        "spec.model.secretRef",
     ),
     Case(
         "pvc-path-escapes-volume",
         _spec(model={"uri": None, "pvc": {"claimName": "weights", "path": "../etc"}}),
         "spec.model.pvc.path must be relative to the volume root",
-        "spec.model.pvc",
+        "spec.model.pvc.path",
     ),
     # --- schema: required, enums, bounds, patterns ---
     Case(
@@ -151,26 +172,26 @@ INVALID_SPECS: list[Case] = [
         "canary-weight-over-100",
         _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 150}]}}),
         "spec.rollout.canary.steps[0].weight in body should be less than or equal to 100",
-        "spec.rollout.canary.steps.0.weight",
+        "spec.rollout.canary.steps[0].weight",
     ),
     # --- cross-field rules (CEL) ---
     Case(
         "gpu-count-not-multiple-of-tp",
         _spec(runtime={"tensorParallelSize": 4}, resources={"gpu": {"count": 6}}),
         "spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize",
-        "spec",
+        "spec.runtime.tensorParallelSize",
     ),
     Case(
         "tensor-parallel-on-mig",
         _spec(runtime={"tensorParallelSize": 2}, resources={"gpu": None, "mig": {"profile": "1g.10gb"}}),
         "spec.resources.gpu.count must be a multiple of spec.runtime.tensorParallelSize",
-        "spec",
+        "spec.runtime.tensorParallelSize",
     ),
     Case(
         "python-backend-tensor-parallel",
         _spec(runtime={"backend": "python", "tensorParallelSize": 2}, resources={"gpu": {"count": 2}}),
         "spec.runtime.tensorParallelSize must be 1 with backend python",
-        "spec",
+        "spec.runtime.tensorParallelSize",
     ),
     Case(
         "mig-and-whole-gpus",
@@ -182,66 +203,78 @@ INVALID_SPECS: list[Case] = [
         "shared-memory-over-memory-limit",
         _spec(resources={"memory": "1Gi", "sharedMemory": "2Gi"}),
         "spec.resources.sharedMemory must be smaller than spec.resources.memory",
-        "spec.resources",
+        "spec.resources.sharedMemory",
     ),
     Case(
         "vllm-without-gpu",
         _spec(resources={"gpu": None}),
         "spec.runtime.backend vllm and tensorrtllm need a GPU",
-        "spec",
+        "spec.resources",
     ),
     Case(
         "autoscaling-min-over-max",
         _spec(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
         "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
-        "spec.autoscaling",
+        "spec.autoscaling.minReplicas",
     ),
     Case(
         "canary-weights-decreasing",
         _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 20}]}}),
         "spec.rollout.canary.steps weights must be non-decreasing",
-        "spec.rollout.canary",
+        "spec.rollout.canary.steps",
     ),
     Case(
         "canary-steps-without-canary-strategy",
         _spec(rollout={"strategy": "RollingUpdate", "canary": {"steps": [{"weight": 10}]}}),
         "spec.rollout.canary is required with strategy Canary and not allowed otherwise",
-        "spec.rollout",
+        "spec.rollout.canary",
+    ),
+    Case(
+        "parameter-key-with-space",
+        _spec(runtime={"parameters": {"max model len": "4096"}}),
+        "spec.runtime.parameters keys may only contain letters, digits",
+        "spec.runtime.parameters",
     ),
     Case(
         "args-override-model-repository",
         _spec(runtime={"args": ["--model-repository=/elsewhere"]}),
         "spec.runtime.args must not set --model-repository",
-        "spec.runtime",
+        "spec.runtime.args",
     ),
     Case(
         "gpu-product-in-node-selector",
         _spec(placement={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}),
         "spec.placement.nodeSelector must not set nvidia.com/gpu.product",
-        "spec.placement",
+        "spec.placement.nodeSelector",
+    ),
+    Case(
+        "capacity-type-in-node-selector",
+        _spec(placement={"nodeSelector": {"llmops.dev/capacity-type": "spot"}}),
+        "spec.placement.nodeSelector must not set llmops.dev/capacity-type; use spec.placement.capacityType",
+        "spec.placement.nodeSelector",
     ),
     Case(
         "toleration-exists-with-value",
         _spec(placement={"tolerations": [{"key": "dedicated", "operator": "Exists", "value": "llm"}]}),
         "a toleration with operator Exists must not set value",
-        "spec.placement.tolerations.0",
+        "spec.placement.tolerations[0].value",
     ),
     Case(
         "duplicate-env",
         _spec(runtime={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
         "spec.runtime.env[1]: Duplicate value",
-        "spec.runtime",
+        "spec.runtime.env[1]",
     ),
     Case(
         "pod-annotation-in-operator-prefix",
         _spec(podAnnotations={"serving.llmops.dev/model-name": "other"}),
         "spec.podAnnotations keys under serving.llmops.dev/ belong to the operator",
-        "spec",
+        "spec.podAnnotations",
     ),
     Case(
         "name-not-dns-1035",
         {"metadata": {"name": "1-llama"}},
         "metadata.name must be a DNS-1035 label",
-        "<root>",
+        ROOT,  # the message names metadata.name: a root rule cannot set a fieldPath into metadata
     ),
 ]
