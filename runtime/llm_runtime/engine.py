@@ -104,7 +104,9 @@ def cpu_threads() -> int:
     env = os.environ.get("LLM_RUNTIME_TORCH_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) // 2)
+    # The CPUs this process may run on (taskset, cpusets), not every core of the host.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores // 2)
 
 
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
@@ -279,7 +281,11 @@ class Engine:
                         self._cv.wait()
                     if self._abort or (self._stopping and not self._waiting and not self._rows):
                         break
+                    expired = self._expire()
                     admitted = self._admit()
+                for req in expired:
+                    waited = f"the request waited more than {self.queue_timeout_s}s in the queue"
+                    self._fail(req, OverloadedError(waited))
                 try:
                     if admitted:
                         self._prefill(admitted)
@@ -293,21 +299,27 @@ class Engine:
         finally:
             self._cancel_all()
 
+    def _expire(self) -> list[Request]:
+        """Take the waiting requests older than queue_timeout_s out of the queue (the caller refuses them)."""
+        # Checked at every step, so a request is refused when its time is up, not when a batch slot frees.
+        if not self.queue_timeout_s or not self._waiting:
+            return []
+        now = time.monotonic()
+        expired = [r for r in self._waiting if now - r.arrival > self.queue_timeout_s]
+        if expired:
+            self._waiting = collections.deque(r for r in self._waiting if now - r.arrival <= self.queue_timeout_s)
+            with self._lock:
+                self._rejected += len(expired)
+        return expired
+
     def _admit(self) -> list[Request]:
         admitted: list[Request] = []
-        now = time.monotonic()
         budget = _MAX_PREFILL_TOKENS
         while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
             req = self._waiting[0]
             if req.cancelled():
                 self._waiting.popleft()
                 self._finish(req, FINISH_CANCELLED)
-                continue
-            if self.queue_timeout_s and now - req.arrival > self.queue_timeout_s:
-                self._waiting.popleft()
-                with self._lock:
-                    self._rejected += 1
-                self._fail(req, OverloadedError(f"the request waited more than {self.queue_timeout_s}s in the queue"))
                 continue
             if admitted and len(req.prompt_ids) > budget:
                 break

@@ -44,6 +44,9 @@ _COMMON_FIELDS = {
 _COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"}
 _CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
 _MAX_STOP = 8
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+# Triton's INT32 inputs: a larger value would wrap around on the way to the model.
+_MAX_INT32 = 2**31 - 1
 
 
 class ApiError(Exception):
@@ -105,12 +108,14 @@ def _is_num(v: Any) -> bool:
 
 
 def _parse_params(body: dict[str, Any], *, default_max_tokens: int | None, max_tokens_key: str) -> GenParams:
-    def num(name: str, default: float, lo: float, hi: float) -> float:
+    def num(name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
         v = body.get(name)
         if v is None:
             return default
-        if not _is_num(v) or not lo <= float(v) <= hi:
-            raise ApiError(400, f"{name} must be a number between {lo} and {hi}, got {v!r}", param=name)
+        above_lo = _is_num(v) and (float(v) > lo if lo_open else float(v) >= lo)
+        if not above_lo or not float(v) <= hi:
+            interval = f"in ({lo}, {hi}]" if lo_open else f"between {lo} and {hi}"
+            raise ApiError(400, f"{name} must be a number {interval}, got {v!r}", param=name)
         return float(v)
 
     max_tokens = body.get(max_tokens_key, body.get("max_tokens"))
@@ -118,13 +123,15 @@ def _parse_params(body: dict[str, Any], *, default_max_tokens: int | None, max_t
         max_tokens = default_max_tokens
     elif not _is_int(max_tokens) or max_tokens < 1:
         raise ApiError(400, f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
-    elif max_tokens > 2**31 - 1:
+    elif max_tokens > _MAX_INT32:
         raise ApiError(400, f"max_tokens={max_tokens} is far beyond any context window", param="max_tokens")
     top_k = body.get("top_k", 0)
     if top_k is None:
         top_k = 0
-    if not _is_int(top_k) or top_k < -1:
-        raise ApiError(400, f"top_k must be an integer >= -1 (-1 or 0 disables it), got {top_k!r}", param="top_k")
+    if not _is_int(top_k) or not -1 <= top_k <= _MAX_INT32:
+        raise ApiError(
+            400, f"top_k must be an integer from -1 to {_MAX_INT32} (-1 or 0 disables it), got {top_k!r}", param="top_k"
+        )
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -137,21 +144,25 @@ def _parse_params(body: dict[str, Any], *, default_max_tokens: int | None, max_t
     seed = body.get("seed")
     if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
         raise ApiError(400, f"seed must be an integer between 0 and 2**63-1, got {seed!r}", param="seed")
-    n = body.get("n", 1)
-    if n not in (None, 1):
+    n = body.get("n")
+    if n is not None and not (_is_int(n) and n == 1):
         raise ApiError(400, f"n={n!r} is not supported: use n=1 and send several requests", param="n")
     for name in ("presence_penalty", "frequency_penalty"):
-        if body.get(name) not in (None, 0, 0.0):
-            raise ApiError(400, f"{name} is not supported: leave it unset or 0", param=name)
-    if body.get("logprobs") not in (None, False, 0):
-        raise ApiError(400, "logprobs are not supported: leave logprobs unset", param="logprobs")
+        v = body.get(name)
+        if v is not None and not (_is_num(v) and v == 0):
+            raise ApiError(400, f"{name} is not supported: leave it unset or 0, got {v!r}", param=name)
+    # Chat takes logprobs as a boolean, completions as a count: either way only "none" is served.
+    for name in ("logprobs", "top_logprobs"):
+        v = body.get(name)
+        if v is not None and v is not False and not (_is_int(v) and v == 0):
+            raise ApiError(400, f"{name} is not supported: leave {name} unset, got {v!r}", param=name)
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise ApiError(400, "ignore_eos must be true or false", param="ignore_eos")
     return GenParams(
         max_tokens=max_tokens,
         temperature=num("temperature", 1.0, 0.0, 2.0),
-        top_p=num("top_p", 1.0, 0.0, 1.0),
+        top_p=num("top_p", 1.0, 0.0, 1.0, lo_open=True),
         top_k=max(0, top_k),
         stop=stops,
         seed=seed,
@@ -202,7 +213,8 @@ class OpenAIFront:
                 400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
         if not isinstance(body, dict):
-            raise ApiError(400, "request body must be a JSON object")
+            kind = _JSON_KINDS.get(type(body), type(body).__name__)
+            raise ApiError(400, f"request body must be a JSON object {{...}}, got a JSON {kind}")
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: remove them", param=unknown[0])
@@ -316,9 +328,14 @@ class OpenAIFront:
                 raise ApiError(400, "prompt must be a string (or a list with exactly one string)", param="prompt")
             if not prompt:
                 raise ApiError(400, "prompt is empty: send at least one character", param="prompt")
-            for name in ("echo", "suffix", "best_of"):
-                if body.get(name) not in (None, False, 1):
-                    raise ApiError(400, f"{name} is not supported: leave it unset", param=name)
+            # Only the values that change nothing pass (`True == 1` in Python, so compare types too).
+            echo, suffix, best_of = body.get("echo"), body.get("suffix"), body.get("best_of")
+            if echo is not None and echo is not False:
+                raise ApiError(400, f"echo is not supported: leave it unset or false, got {echo!r}", param="echo")
+            if suffix is not None and suffix != "":
+                raise ApiError(400, f"suffix is not supported: leave it unset, got {suffix!r}", param="suffix")
+            if best_of is not None and not (_is_int(best_of) and best_of == 1):
+                raise ApiError(400, f"best_of={best_of!r} is not supported: leave it unset or 1", param="best_of")
             params = _parse_params(body, default_max_tokens=16, max_tokens_key="max_tokens")
             return await self._run(request, body, prompt, params, chat=False)
         except ApiError as err:

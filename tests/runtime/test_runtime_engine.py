@@ -119,14 +119,20 @@ def test_cancel_frees_the_slot_at_once(engine: Engine) -> None:
         params=SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True),
         on_event=c,
     )
+    before = engine.stats().generation_tokens_total
     engine.submit(req)
     deadline = time.monotonic() + 10
-    while engine.stats().running == 0 and time.monotonic() < deadline:
+    while req.generated < 3 and time.monotonic() < deadline:
         time.sleep(0.001)
+    at_cancel = req.generated
     req.cancel()
     assert c.done.wait(5)
     assert c.last.finish_reason == "cancelled"
-    assert c.last.completion_tokens < 400
+    # "At once": at most the step that was running when cancel() was called (and one that ended between
+    # reading the count and cancelling) adds a token; no step after that samples for it.
+    assert at_cancel >= 3
+    assert c.last.completion_tokens <= at_cancel + 2, (at_cancel, c.last.completion_tokens)
+    assert engine.stats().generation_tokens_total - before == c.last.completion_tokens
     deadline = time.monotonic() + 2
     while engine.stats().running and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -146,6 +152,38 @@ def test_queue_full_is_refused_with_retry_hint(tiny_model_dir: Path) -> None:
     wait_all(cols)  # the admitted ones are served
     assert all(c.last.completion_tokens == 300 for c in cols)
     eng.stop(timeout_s=5)
+
+
+def test_queue_timeout_refuses_a_waiting_request_without_waiting_for_a_slot(tiny_model_dir: Path) -> None:
+    eng = Engine.load(tiny_model_dir, max_batch_size=1, max_queue_size=4, queue_timeout_s=60.0)
+    eng.start()
+    try:
+        long = submit(eng, "long", SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True))
+        deadline = time.monotonic() + 10
+        while not long.events and time.monotonic() < deadline:
+            time.sleep(0.001)
+        # A request that arrived two minutes ago has waited past the 60 s limit; one that arrives now has not.
+        stale = Collector()
+        eng.submit(
+            Request(
+                request_id="stale",
+                prompt_ids=eng.tokenize("stale"),
+                params=GREEDY,
+                on_event=stale,
+                arrival=time.monotonic() - 120,
+            )
+        )
+        fresh = submit(eng, "fresh", GREEDY)
+        assert stale.done.wait(30)
+        assert not long.done.is_set(), "the refusal waited for the batch slot to free"
+        assert stale.last.finish_reason == "error" and stale.last.completion_tokens == 0
+        assert isinstance(stale.last.error, OverloadedError) and stale.last.error.http_status == 503
+        assert "waited more than 60.0s in the queue" in str(stale.last.error)
+        wait_all([long, fresh])
+        assert fresh.last.finish_reason == "length" and fresh.last.completion_tokens == 24
+        assert eng.stats().rejected_total == 1
+    finally:
+        eng.stop(timeout_s=10)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import statistics
 import threading
 import time
 import urllib.request
@@ -17,6 +18,7 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.grpc as grpcclient
+from llm_runtime.tiny import create_tiny_model
 from runtime_serving_helpers import Served, post_json, sse_events, start_serve
 
 pytestmark = pytest.mark.triton
@@ -291,11 +293,16 @@ def test_full_queue_is_refused_with_503_and_retry_hint(served: Served) -> None:
                 peaks[name] = max(peaks.get(name, 0.0), value)
             time.sleep(0.05)
 
+    def timed(job: tuple[str, dict[str, Any]]) -> tuple[int, dict[str, Any], dict[str, str], float]:
+        t0 = time.perf_counter()
+        status, payload, headers = post_json(*job)
+        return status, payload, headers, time.perf_counter() - t0
+
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
         with ThreadPoolExecutor(len(jobs)) as pool:
-            results = list(pool.map(lambda j: post_json(*j), jobs))
+            results = list(pool.map(timed, jobs))
     finally:
         watching.set()
         watcher.join()
@@ -319,9 +326,75 @@ def test_full_queue_is_refused_with_503_and_retry_hint(served: Served) -> None:
     assert oa_503[0][2].get("Retry-After") == "1"
     after = _settled(served)
     assert after["llm_requests_rejected_total"] - before["llm_requests_rejected_total"] == len(refused)
+    # "Refused immediately": a refusal is answered without waiting behind the batch, so every one arrives
+    # before the first served request ends, and typically in a small fraction of its time. Both sides are
+    # measured in this test, on the same machine, at the same moment.
+    served_s = sorted(r[3] for r in results if r[0] == 200)
+    refused_s = sorted(r[3] for r in refused)
+    assert refused_s[-1] < served_s[0], (refused_s, served_s)
+    assert statistics.median(refused_s) * 10 < served_s[0], (refused_s, served_s)
     # And the server still serves.
     ok = post_json(gen_url, {"text_input": "after", "max_tokens": 4})
     assert ok[0] == 200
+
+
+def test_queue_timeout_refuses_a_request_when_its_time_is_up(tmp_path: Path) -> None:
+    # One batch slot and a 0.3 s queue limit. A long request holds the slot; requests queued behind it
+    # must be refused once they have waited 0.3 s, while it still runs, not when the slot frees. A long
+    # context lets the blocker outlast the limit many times over even on a fast machine.
+    model_dir = create_tiny_model(tmp_path / "long-context-model", context=4096)
+    s = start_serve(
+        tmp_path,
+        "--model-dir",
+        str(model_dir),
+        "--max-batch-size",
+        "1",
+        "--max-queue-size",
+        "8",
+        "--queue-timeout-us",
+        "300000",
+        "--exit-timeout",
+        "10",
+    )
+    try:
+        client = openai.OpenAI(base_url=s.openai_base, api_key="unused", max_retries=0, timeout=120)
+        before = _settled(s)
+        blocker = client.completions.create(
+            model=s.model,
+            prompt="block",
+            max_tokens=4000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        next(iter(blocker))  # its first token: it holds the only slot now
+        short_oa = {"model": s.model, "prompt": "queued", "max_tokens": 4}
+        short_gen = {"text_input": "queued", "max_tokens": 4}
+        jobs = [
+            (f"{s.openai_base}/completions", short_oa),
+            (f"{s.openai_base}/completions", short_oa),
+            (f"{s.http_base}/v2/models/{s.model}/generate", short_gen),
+        ]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            results = list(pool.map(lambda j: post_json(*j), jobs))
+        # Only now let the blocker go: if it is cut short, the refusals came while it held the slot.
+        blocker.close()
+        after = _wait_finished(s, before, 1, within_s=60)  # refusals are not "finished" requests
+        assert after["llm_running_requests"] == 0
+        assert after["llm_generation_tokens_total"] - before["llm_generation_tokens_total"] < 4000
+        assert after["llm_requests_rejected_total"] - before["llm_requests_rejected_total"] == len(jobs)
+        for (url, _), (status, payload, headers) in zip(jobs, results, strict=True):
+            if "/v1/" in url:
+                assert status == 503, payload
+                assert headers.get("Retry-After") == "1"
+                message = payload["error"]["message"]
+            else:
+                assert status == 400, payload  # Triton 2.51's generate endpoint: see the full-queue test
+                message = payload["error"]
+            assert "server is at capacity: the request waited more than 0.3s in the queue" in message
+        assert post_json(f"{s.openai_base}/completions", short_oa)[0] == 200
+    finally:
+        assert s.stop() == 0
 
 
 def test_bad_input_gets_4xx_naming_the_fix_while_good_requests_succeed(served: Served) -> None:
@@ -329,6 +402,8 @@ def test_bad_input_gets_4xx_naming_the_fix_while_good_requests_succeed(served: S
     chat = f"{served.openai_base}/chat/completions"
     gen = f"{served.http_base}/v2/models/{served.model}/generate"
     m = served.model
+    msg = [{"role": "user", "content": "hi"}]
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]
     bad: list[tuple[str, Any, bytes | None, int, str]] = [
         (oa, None, b'{"model": "tiny", "prompt": ', 400, "not valid JSON"),
         (oa, None, b'{"model": "tiny", "prompt": "\xff\xfe"}', 400, "not valid UTF-8"),
@@ -348,6 +423,39 @@ def test_bad_input_gets_4xx_naming_the_fix_while_good_requests_succeed(served: S
         (gen, {"text_input": "hi", "bogus": 3}, None, 400, "unknown parameter(s) bogus"),
         (gen, {"text_input": "x" * 600}, None, 400, "context window is 512"),
         (gen, None, b'{"text_input": "\xff\xfe", "max_tokens": 3}', 400, "text_input is not valid UTF-8"),
+        # What the runtime does not do is refused, never silently ignored.
+        (oa, {"model": m, "prompt": "hi", "n": 2}, None, 400, "n=2 is not supported"),
+        (oa, {"model": m, "prompt": "hi", "n": True}, None, 400, "n=True is not supported"),
+        (oa, {"model": m, "prompt": "hi", "logprobs": 3}, None, 400, "logprobs is not supported"),
+        (chat, {"model": m, "messages": msg, "logprobs": True}, None, 400, "logprobs is not supported"),
+        (chat, {"model": m, "messages": msg, "top_logprobs": 2}, None, 400, "top_logprobs is not supported"),
+        (oa, {"model": m, "prompt": "hi", "presence_penalty": 0.5}, None, 400, "presence_penalty is not supported"),
+        (chat, {"model": m, "messages": msg, "frequency_penalty": 1}, None, 400, "frequency_penalty is not supported"),
+        (oa, {"model": m, "prompt": "hi", "echo": True}, None, 400, "echo is not supported"),
+        (oa, {"model": m, "prompt": "hi", "suffix": "end"}, None, 400, "suffix is not supported"),
+        (oa, {"model": m, "prompt": "hi", "best_of": 3}, None, 400, "best_of=3 is not supported"),
+        (oa, {"model": m, "prompt": "hi", "best_of": True}, None, 400, "best_of=True is not supported"),
+        (chat, {"model": m, "messages": image}, None, 400, "messages[0].content parts must be {type: text"),
+        (chat, {"model": m, "messages": [{"role": "user"}]}, None, 400, "messages[0].content must be a string"),
+        (oa, {"model": m, "prompt": [1, 2, 3]}, None, 400, "prompt must be a string"),
+        # Ranges, on the OpenAI front and on Triton's generate endpoint.
+        (oa, {"model": m, "prompt": "hi", "top_p": 0}, None, 400, "top_p must be a number in (0.0, 1.0]"),
+        (oa, {"model": m, "prompt": "hi", "top_p": 1.5}, None, 400, "top_p must be a number in (0.0, 1.0]"),
+        (oa, {"model": m, "prompt": "hi", "top_k": -2}, None, 400, "top_k must be an integer from -1"),
+        (oa, {"model": m, "prompt": "hi", "top_k": 2**40}, None, 400, "top_k must be an integer from -1"),
+        (oa, {"model": m, "prompt": "hi", "top_k": 1.5}, None, 400, "top_k must be an integer from -1"),
+        (oa, {"model": m, "prompt": "hi", "seed": -1}, None, 400, "seed must be an integer between 0 and"),
+        (oa, {"model": m, "prompt": "hi", "seed": 2**63}, None, 400, "seed must be an integer between 0 and"),
+        (oa, {"model": m, "prompt": "hi", "seed": "7"}, None, 400, "seed must be an integer between 0 and"),
+        (gen, {"text_input": "hi", "top_p": 0}, None, 400, "top_p must be in (0, 1]"),
+        (gen, {"text_input": "hi", "top_p": 1.5}, None, 400, "top_p must be in (0, 1]"),
+        (gen, {"text_input": "hi", "top_k": -2}, None, 400, "top_k must be >= 0"),
+        (gen, {"text_input": "hi", "seed": -1}, None, 400, "seed must be between 0 and"),
+        (gen, {"text_input": "hi", "temperature": -1}, None, 400, "temperature must be between 0 and 100"),
+        # A body that is valid JSON but not an object.
+        (oa, [m, "hi"], None, 400, "request body must be a JSON object {...}, got a JSON array"),
+        (chat, "hello", None, 400, "request body must be a JSON object {...}, got a JSON string"),
+        (oa, None, b"null", 400, "request body must be a JSON object {...}, got a JSON null"),
     ]
     good = [(oa, {"model": m, "prompt": f"good {i}", "max_tokens": 8}, None, 200, "") for i in range(6)]
     jobs = [j for pair in zip(bad, good * 3, strict=False) for j in pair] + bad[len(good) * 3 :]
@@ -372,19 +480,19 @@ def test_triton_metrics_of_its_own_keep_working(served: Served) -> None:
 
 def test_grpc_stream_survives_concurrent_cancellations(served: Served) -> None:
     # Several clients cancel mid-stream while another streams to the end: only the cancelled ones stop.
-    threads = [
-        threading.Thread(
-            target=_grpc_stream,
-            args=(served, f"c{i}"),
-            kwargs={"cancel_after": 2, "max_tokens": 300, "stream": True, "ignore_eos": True},
-        )
-        for i in range(4)
-    ]
-    for t in threads:
-        t.start()
-    full = _grpc_stream(served, "survivor", max_tokens=40, temperature=0.0, ignore_eos=True, stream=True)
-    for t in threads:
-        t.join(30)
+    with ThreadPoolExecutor(4) as pool:
+        cancelled = [
+            pool.submit(_grpc_stream, served, f"c{i}", cancel_after=2, max_tokens=300, stream=True, ignore_eos=True)
+            for i in range(4)
+        ]
+        full = _grpc_stream(served, "survivor", max_tokens=40, temperature=0.0, ignore_eos=True, stream=True)
+        # result() re-raises whatever a cancelling client hit (an error response, a timeout).
+        got = [f.result(timeout=60) for f in cancelled]
+    assert [len(g) for g in got] == [2] * 4
+    for g in got:
+        counts = [int(r.as_numpy("completion_tokens")[0]) for r in g]
+        assert counts == sorted(counts) and counts[-1] < 300
+        assert all(r.as_numpy("finish_reason")[0] == b"" for r in g), "a cancelled stream reported a finish"
     assert int(full[-1].as_numpy("completion_tokens")[0]) == 40
     deadline = time.monotonic() + 3
     while served.metrics()["llm_running_requests"] and time.monotonic() < deadline:
