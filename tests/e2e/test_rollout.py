@@ -35,6 +35,8 @@ class PodWatch:
     ready_timeline: list[int] = field(default_factory=list)
     holding_timeline: list[int] = field(default_factory=list)  # pods bound to a node, terminating included
     unschedulable: list[str] = field(default_factory=list)
+    loading_seen: int = 0  # most pods seen bound to a node but not yet Ready (a model load)
+    terminating_seen: int = 0  # most pods seen Terminating at once (holding GPUs in their grace period)
     error: BaseException | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _started: threading.Event = field(default_factory=threading.Event)
@@ -49,6 +51,10 @@ class PodWatch:
     def _record(self) -> None:
         self.ready_timeline.append(sum(self.serving(p) for p in self.pods.values()))
         self.holding_timeline.append(sum(bool(p["spec"].get("nodeName")) for p in self.pods.values()))
+        live = [p for p in self.pods.values() if not p["metadata"].get("deletionTimestamp")]
+        self.loading_seen = max(self.loading_seen, sum(bool(p["spec"].get("nodeName")) and not self.serving(p)
+                                                       for p in live))
+        self.terminating_seen = max(self.terminating_seen, len(self.pods) - len(live))
 
     def _run(self) -> None:
         from kubernetes import client, watch
@@ -129,6 +135,8 @@ def test_rollout_on_a_full_gpu_pool_never_drops_below_one_ready_pod(
 
         obj = wait_for(rolled, timeout=180, interval=0.5, what="rollout to the new revision")
 
+    # The kwok stages made the pods behave like model servers (otherwise this test would prove little).
+    assert pods.loading_seen >= 1 and pods.terminating_seen >= 1, (pods.loading_seen, pods.terminating_seen)
     # maxUnavailable 1: a 2-replica model keeps serving through the whole rollout.
     assert min(pods.ready_timeline) == 1, pods.ready_timeline
     # maxSurge 0 on a full pool: never more pods bound than GPUs allow, terminating ones included, and no pod
