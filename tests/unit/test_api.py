@@ -216,9 +216,11 @@ def test_quantity_value(quantity: str | int, value: float) -> None:
 
 
 def test_shared_memory_compared_across_units() -> None:
-    assert api.ResourcesSpec(memory="3000Mi", shared_memory="2Gi").memory == "3000Mi"
-    with pytest.raises(ValidationError, match="sharedMemory must be smaller"):
-        api.ResourcesSpec(memory="2000Mi", shared_memory="2Gi")
+    # 2Gi is 2048Mi: the comparison is by value, so one Mi above is fine and equal (in other units) is not.
+    api.ResourcesSpec(memory="2049Mi", shared_memory="2Gi")
+    for memory in ("2048Mi", "2000Mi", "2147483648"):
+        with pytest.raises(ValidationError, match="sharedMemory must be smaller"):
+            api.ResourcesSpec(memory=memory, shared_memory="2Gi")
     # Without a memory limit there is nothing to compare against.
     assert api.ResourcesSpec(shared_memory="64Gi").memory is None
 
