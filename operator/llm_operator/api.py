@@ -1,6 +1,6 @@
 """The LLMDeployment API (serving.llmops.dev/v1alpha1): the single source of truth for the CRD.
 
-`_crd.py` turns these models into the CRD's OpenAPI schema; `builders.py` reads them to render children.
+`_crd.py` turns these models into the CRD's OpenAPI schema; `builders` reads them to render children.
 Cross-field rules are declared once as `CelRule`s: the CEL expression goes into the CRD's
 `x-kubernetes-validations` (so the API server rejects bad objects), and the Python mirror runs in a pydantic
 validator with the *same message* (so `llmctl render` rejects them identically without a cluster).

@@ -1,0 +1,161 @@
+"""Label keys, names, owner references and small status helpers shared by every builder."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import api
+
+# ------------------------------------------------------------------------------------------ constants
+
+APP_NAME = "triton-llm"
+MANAGER = "triton-llm-operator"
+PART_OF = "llmops"
+COMPONENT_SERVER = "model-server"
+COMPONENT_REPOSITORY = "model-repository"
+COMPONENT_MONITORING = "monitoring"
+REVISION_LABEL = f"{api.GROUP}/revision"
+REVISION_LENGTH = 10
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+REPOSITORY_DIR = "/models"
+MODEL_DIR = "/mnt/model"
+
+# UID/GID of the non-root `triton-server` user in NGC tritonserver images (and in our runtime image).
+RUN_AS_USER = 1000
+
+# The Service keeps routing to a terminating pod until endpoints propagate; sleeping before SIGTERM lets
+# kube-proxy/ingress drop the pod first, then Triton drains within --exit-timeout-secs.
+PRESTOP_SLEEP_SECONDS = 15
+GRACE_MARGIN_SECONDS = 15
+STARTUP_PERIOD_SECONDS = 10
+
+TRITON_RELEASE = "26.07"
+DEFAULT_IMAGES: dict[str, str] = {
+    "python": "ghcr.io/llmops-dev/triton-llm-runtime:0.1.0",
+    "vllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-vllm-python-py3",
+    "tensorrtllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-trtllm-python-py3",
+}
+# KServe's storage initializer: `args: [<uri>, <dest>]`, reads HF_TOKEN / AWS_* from the environment and
+# understands hf://repo:revision, s3:// and gs://.
+FETCH_IMAGE = "kserve/storage-initializer:v0.15.2"
+
+TRTLLM_EXECUTOR_WORKER = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+
+
+# ------------------------------------------------------------------------------------ labels / names
+
+
+def deployment_name(llmd: api.LLMDeployment, *, revision: str) -> str:
+    return f"{llmd.name}-{revision}" if revision else llmd.name
+
+
+def selector_labels(llmd: api.LLMDeployment) -> dict[str, str]:
+    """Labels that select every model pod of this LLMDeployment, across revisions (Service, PDB, HPA)."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": llmd.name,
+        "app.kubernetes.io/component": COMPONENT_SERVER,
+    }
+
+
+def selector_string(llmd: api.LLMDeployment) -> str:
+    """`status.selector` for the scale subresource: the serialized form of `selector_labels`."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(llmd).items()))
+
+
+def _label_value(text: str) -> str:
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value) or "unknown"
+
+
+def image_for(llmd: api.LLMDeployment) -> str:
+    return llmd.spec.runtime.image or DEFAULT_IMAGES[llmd.spec.runtime.backend]
+
+
+def _version(llmd: api.LLMDeployment) -> str:
+    # app.kubernetes.io/version: the server build, i.e. the image tag (digest-pinned images have none).
+    image = image_for(llmd).split("@", 1)[0]
+    last = image.rsplit("/", 1)[-1]
+    return _label_value(last.split(":", 1)[1]) if ":" in last else "latest"
+
+
+def common_labels(llmd: api.LLMDeployment, *, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": llmd.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/version": _version(llmd),
+    }
+
+
+def _metadata(
+    llmd: api.LLMDeployment,
+    *,
+    name: str,
+    namespace: str,
+    owner_uid: str | None,
+    component: str,
+    revision: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    labels = {**(extra_labels or {}), **common_labels(llmd, component=component)}
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    if owner_uid:
+        meta["ownerReferences"] = [owner_reference(llmd, owner_uid=owner_uid)]
+    return meta
+
+
+def owner_reference(llmd: api.LLMDeployment, *, owner_uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": llmd.name,
+        "uid": owner_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --------------------------------------------------------------------------------- status helpers
+
+
+def gpu_summary(llmd: api.LLMDeployment) -> str:
+    """`status.gpu` for the GPU printer column, e.g. `8x NVIDIA-H100-80GB-HBM3` or `1x mig-1g.10gb`."""
+    res = llmd.spec.resources
+    if res.gpu is not None:
+        return f"{res.gpu.count}x {res.gpu.product or 'any'}"
+    if res.mig is not None:
+        suffix = f" ({res.mig.product})" if res.mig.product else ""
+        return f"{res.mig.count}x mig-{res.mig.profile}{suffix}"
+    return "none"
+
+
+def ready_text(*, ready_replicas: int, desired_replicas: int) -> str:
+    """`status.readyText` for the Ready printer column, e.g. `2/3`."""
+    return f"{ready_replicas}/{desired_replicas}"
+
+
+def endpoints(llmd: api.LLMDeployment, *, namespace: str) -> dict[str, str]:
+    """`status.endpoints`: in-cluster URLs of the Service."""
+    host = f"{llmd.name}.{namespace}.svc"
+    return {
+        "http": f"http://{host}:{HTTP_PORT}",
+        "grpc": f"{host}:{GRPC_PORT}",
+        "metrics": f"http://{host}:{METRICS_PORT}/metrics",
+    }
