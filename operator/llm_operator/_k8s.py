@@ -1,6 +1,6 @@
 """The one place that talks to the Kubernetes API: server-side apply, reads, deletes, request counting.
 
-A static kind table replaces discovery, so the operator makes no requests it does not need.
+The kind registry (_kinds.py) replaces discovery, so the operator makes no requests it does not need.
 """
 
 from __future__ import annotations
@@ -16,27 +16,8 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter as PromCounter
 
 from llm_operator import FIELD_MANAGER
+from llm_operator import _kinds as registry
 
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Secret": "secrets",
-    "Service": "services",
-    "Pod": "pods",
-    "Event": "events",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Node": "nodes",
-    "Namespace": "namespaces",
-    "ServiceAccount": "serviceaccounts",
-    "Deployment": "deployments",
-    "ReplicaSet": "replicasets",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodMonitor": "podmonitors",
-    "ServiceMonitor": "servicemonitors",
-    "CustomResourceDefinition": "customresourcedefinitions",
-    "LLMDeployment": "llmdeployments",
-}
-CLUSTER_SCOPED = {"Node", "Namespace", "CustomResourceDefinition"}
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_REQUESTS = PromCounter("llmop_api_requests_total", "Kubernetes API requests made by the operator's reconciler",
                            ["verb"])
@@ -60,14 +41,11 @@ class KubeError(RuntimeError):
 
 def _path(api_version: str, kind: str, namespace: str | None, name: str | None, subresource: str | None) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    try:
-        plural = PLURALS[kind]
-    except KeyError:
-        raise ValueError(f"kind {kind!r} is not in the operator's kind table") from None
+    registered = registry.kind(kind)
     parts = [base]
-    if namespace and kind not in CLUSTER_SCOPED:
+    if namespace and registered.namespaced:
         parts.append(f"namespaces/{namespace}")
-    parts.append(plural)
+    parts.append(registered.plural)
     if name:
         parts.append(name)
     if subresource:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from llm_operator import FIELD_MANAGER, builders
 from llm_operator import _conditions as conds
+from llm_operator import _kinds as registry
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
 from llm_operator._k8s import KubeAPI, KubeError
@@ -30,13 +31,6 @@ log = logging.getLogger("llm_operator.reconcile")
 
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-# Kinds the operator owns and may prune; (apiVersion, kind).
-PRUNABLE = (
-    ("v1", "ConfigMap"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
-)
-MONITOR_KINDS = (("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "ServiceMonitor"))
 # Clusters with node auto-provisioning (Karpenter, cluster-autoscaler) create GPU nodes on demand;
 # there a missing product is not an error.
 SKIP_NODE_CHECK_ENV = "LLMOPS_SKIP_NODE_CHECK"
@@ -334,7 +328,7 @@ def _prune(
     monitor_kinds: frozenset[str],
 ) -> None:
     """Delete owned children that the spec no longer asks for (e.g. monitoring turned off)."""
-    kinds = PRUNABLE + tuple(k for k in MONITOR_KINDS if k[1] in monitor_kinds)
+    kinds = [(k.api_version, k.kind) for k in registry.PRUNABLE if k.crd is None or k.kind in monitor_kinds]
     for api_version, kind in kinds:
         try:
             items = kube.list(api_version=api_version, kind=kind, namespace=namespace, label_selector=selector)

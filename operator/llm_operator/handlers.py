@@ -12,14 +12,13 @@ from typing import Any
 import kopf
 
 from llm_operator import GROUP, PLURAL, VERSION
+from llm_operator import _kinds as registry
 from llm_operator._controller import Controller
 from llm_operator._k8s import Kube, honour_current_kubeconfig
 from llm_operator._reconcile import LABEL_MANAGED_BY
 from llm_operator.api import GPU_PRODUCT_LABEL
 from llm_operator.builders import MANAGER
 
-MONITORING_CRDS = {"podmonitors.monitoring.coreos.com": "PodMonitor",
-                   "servicemonitors.monitoring.coreos.com": "ServiceMonitor"}
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGER}
 
 # The running controller; tests and the metrics endpoint read it (e.g. request counters).
@@ -101,13 +100,10 @@ def _child_event(body: kopf.Body, **_: Any) -> None:
         _ctl().enqueue(key)
 
 
-for _group, _version, _plural in (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("policy", "v1", "poddisruptionbudgets"),
-):
-    kopf.on.event(_group, _version, _plural, labels=CHILD_LABELS, id=f"child-{_plural}")(_child_event)
+for _kind in registry.WATCHED:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=CHILD_LABELS, id=f"child-{_kind.plural}")(
+        _child_event
+    )
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -120,9 +116,10 @@ def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 def crd_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    kind = MONITORING_CRDS.get(body.metadata.name or "")
-    if kind is None:
+    optional = registry.OPTIONAL.get(body.metadata.name or "")
+    if optional is None:
         return
+    kind = optional.kind
     ctl = _ctl()
     kinds = ctl.monitor_kinds - {kind} if type == "DELETED" else ctl.monitor_kinds | {kind}
     if kinds != ctl.monitor_kinds:
