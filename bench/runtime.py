@@ -1,16 +1,23 @@
-"""Benchmark: the naive FastAPI + model.generate server vs llm_runtime, side by side in one run.
+"""Benchmark: the naive FastAPI + model.generate server vs llm_runtime, side by side, repeated.
 
-    .venv/bin/python bench/runtime.py                # both servers, concurrency 1, 8 and 32
+    .venv/bin/python bench/runtime.py                # both servers, concurrency 1, 8 and 32, 3 repeats
     .venv/bin/python bench/runtime.py --engines      # in-process: own scheduler vs transformers' manager
 
-Both servers serve the same random-weight Llama-architecture model (created locally) on this machine's
-CPU, with the same torch thread count, and every request asks for exactly --output-tokens tokens after a
---prompt-tokens prompt. The baseline is the server of the seed document: FastAPI, one `model.generate`
-per request, called inside an `async def` endpoint (no streaming, no batching). llm_runtime is measured
-through its OpenAI front (`llmctl serve`, streaming SSE), i.e. the full path a client sees.
+Both servers serve the same random-weight Llama-architecture model (created locally) on the same device,
+pinned with `taskset` to the same CPUs (--cpus, default: every CPU this process may use; the load
+generator is pinned there too), with the same torch thread count and the same sampling (temperature,
+top-k, top-p 1), and every request asks for exactly --output-tokens tokens after a --prompt-tokens
+prompt. The baseline is the server of the seed document: FastAPI, one `model.generate` per request,
+called inside an `async def` endpoint (no streaming, no batching). llm_runtime is measured through its
+OpenAI front (`llmctl serve`, streaming SSE), i.e. the full path a client sees.
 
-Time to first token for the baseline is the full request latency: it sends nothing before the end.
-Only ratios measured in the same run are meaningful; absolute numbers depend on the machine.
+Reported per server and concurrency: output tokens/s, time to first token and end-to-end latency (p50,
+p99), CPU-seconds per output token (user + system of the server's whole process tree: for llm_runtime
+tritonserver, the python stub and the front), and peak RSS. The pair of servers runs --repeats times,
+in alternating order, and the runtime/baseline ratios are reported as min / median / max over the
+repeats. Time to first token for the baseline is its full latency: it sends nothing before the end.
+Only ratios measured in the same run are meaningful; absolute numbers depend on the machine and on what
+else runs on it (the load average is printed).
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,17 +46,20 @@ HERE = Path(__file__).resolve().parent
 # ---- the naive baseline (seed document) ------------------------------------------------------------------
 
 
-def serve_baseline(model_dir: str, port: int) -> None:
+def serve_baseline(model_dir: str, port: int, *, temperature: float, top_k: int) -> None:
     import torch
     import uvicorn
     from fastapi import FastAPI
-    from llm_runtime.engine import cpu_threads
+    from llm_runtime.engine import cpu_threads, pick_device
     from pydantic import BaseModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = pick_device()  # the device llm_runtime picks, with the same dtype ("auto" = checkpoint's)
     torch.set_num_threads(cpu_threads())  # same thread budget as llm_runtime
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    dtype: Any = "auto" if device.type == "cuda" else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model = model.to(device)
     model.eval()
 
     class Prompt(BaseModel):
@@ -57,13 +69,17 @@ def serve_baseline(model_dir: str, port: int) -> None:
     app = FastAPI()
 
     async def generate(prompt: Prompt) -> dict[str, Any]:
-        input_ids = tokenizer.encode(prompt.text, return_tensors="pt")
-        # Exactly max_new_tokens like the runtime side (random weights may emit EOS early otherwise).
+        input_ids = tokenizer.encode(prompt.text, return_tensors="pt").to(device)
+        # Exactly max_new_tokens like the runtime side (random weights may emit EOS early otherwise), and
+        # the runtime's sampling: the model's generation_config would otherwise pick its own top-k.
         output: Any = model.generate(
             input_ids,
             max_new_tokens=prompt.max_new_tokens,
             min_new_tokens=prompt.max_new_tokens,
             do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=1.0,
             pad_token_id=tokenizer.pad_token_id,
         )
         text = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
@@ -87,6 +103,15 @@ class Result:
     wall: float = 0.0
     errors: int = 0
     peak_rss_mb: float = 0.0
+    cpu_s: float = 0.0  # CPU-seconds (user + system) of the server's process tree during the run
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.wall if self.wall else float("nan")
+
+    @property
+    def cpu_per_token(self) -> float:
+        return self.cpu_s / self.tokens if self.tokens else float("nan")
 
 
 def _free_port() -> int:
@@ -134,9 +159,30 @@ class RssSampler:
         return self.peak / 2**20
 
 
-async def _one_runtime(client: Any, url: str, model: str, prompt: str, n: int, res: Result) -> None:
-    body = {"model": model, "prompt": prompt, "max_tokens": n, "temperature": 1.0, "stream": True,
-            "ignore_eos": True, "stream_options": {"include_usage": True}}
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_k: int
+
+
+async def _one_runtime(client: Any, url: str, model: str, prompt: str, n: int, sampling: Sampling,
+                       res: Result) -> None:
+    body = {"model": model, "prompt": prompt, "max_tokens": n, "temperature": sampling.temperature,
+            "top_k": sampling.top_k, "top_p": 1.0, "stream": True, "ignore_eos": True,
+            "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first = None
     tokens = 0
@@ -170,7 +216,8 @@ async def _one_baseline(client: Any, url: str, prompt: str, n: int, res: Result)
     res.tokens += int(r.json()["tokens"])
 
 
-async def _drive(kind: str, url: str, model: str, prompt: str, n: int, concurrency: int, requests: int) -> Result:
+async def _drive(kind: str, url: str, model: str, prompt: str, n: int, concurrency: int, requests: int,
+                 sampling: Sampling) -> Result:
     import httpx
 
     res = Result()
@@ -184,7 +231,7 @@ async def _drive(kind: str, url: str, model: str, prompt: str, n: int, concurren
             while not queue.empty():
                 queue.get_nowait()
                 if kind == "runtime":
-                    await _one_runtime(client, url, model, prompt, n, res)
+                    await _one_runtime(client, url, model, prompt, n, sampling, res)
                 else:
                     await _one_baseline(client, url, prompt, n, res)
 
@@ -227,72 +274,150 @@ def _prompt(tokenizer: Any, tokens: int) -> str:
     return str(tokenizer.decode(ids))
 
 
-def run_servers(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, dict[int, Result]]:
+def _serve_cmd(
+    kind: str, args: argparse.Namespace, model_dir: Path, work: Path, port: int
+) -> tuple[list[str], str, str]:
+    if kind == "baseline":
+        me = str(Path(__file__).resolve())
+        cmd = [sys.executable, me, "--serve-baseline", str(model_dir), "--port", str(port),
+               "--temperature", str(args.temperature), "--top-k", str(args.top_k)]
+        return cmd, f"http://127.0.0.1:{port}/generate/", f"http://127.0.0.1:{port}/docs"
+    cmd = [sys.executable, "-m", "llm_runtime.cli", "serve", "--model-dir", str(model_dir),
+           "--model-name", "bench", "--port", str(port), "--http-port", str(_free_port()),
+           "--grpc-port", str(_free_port()), "--metrics-port", str(_free_port()),
+           "--max-batch-size", str(max(args.concurrency)), "--max-queue-size", "256",
+           "--work-dir", str(work / "serve")]
+    return cmd, f"http://127.0.0.1:{port}/v1/completions", f"http://127.0.0.1:{port}/health"
+
+
+def run_server(kind: str, args: argparse.Namespace, model_dir: Path, work: Path, prompt: str,
+               repeat: int) -> dict[int, Result]:
+    """Start one server pinned to --cpus, drive it at every concurrency, stop it."""
+    pythonpath = os.pathsep.join([str(HERE.parent / "runtime"), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    sampling = Sampling(args.temperature, args.top_k)
+    cmd, url, health = _serve_cmd(kind, args, model_dir, work, _free_port())
+    out: dict[int, Result] = {}
+    log = open(work / f"{kind}-{repeat}.log", "wb")  # noqa: SIM115
+    # taskset execs the server, so the pid below is the server itself and its children inherit the pinning.
+    proc = subprocess.Popen(["taskset", "-c", args.cpus, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_http(health, proc)
+        # Warm-up: first-call costs (allocator, kernels) are not what we compare.
+        asyncio.run(_drive(kind, url, "bench", prompt, 8, 2, 2, sampling))
+        for c in args.concurrency:
+            n_req = max(args.min_requests, c * args.rounds)
+            rss = RssSampler(proc.pid)
+            cpu0 = tree_cpu_seconds(proc.pid)
+            res = asyncio.run(_drive(kind, url, "bench", prompt, args.output_tokens, c, n_req, sampling))
+            res.cpu_s = tree_cpu_seconds(proc.pid) - cpu0
+            res.peak_rss_mb = rss.stop()
+            out[c] = res
+            print(f"  run {repeat + 1} {kind:8s} c={c:<3d} {res.tok_s:8.1f} tok/s  p99 TTFT {_pct(res.ttft, .99):.3f}s"
+                  f"  p99 latency {_pct(res.latency, .99):.3f}s  {res.cpu_per_token * 1e3:.2f} CPU-ms/token"
+                  f"  errors {res.errors}  load {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        _stop(proc)
+        log.close()
+    return out
+
+
+Runs = list[dict[str, dict[int, Result]]]
+
+
+def run_servers(args: argparse.Namespace, model_dir: Path, work: Path) -> Runs:
     from transformers import AutoTokenizer
 
     prompt = _prompt(AutoTokenizer.from_pretrained(str(model_dir)), args.prompt_tokens)
-    results: dict[str, dict[int, Result]] = {"baseline": {}, "runtime": {}}
-    pythonpath = os.pathsep.join([str(HERE.parent / "runtime"), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=pythonpath)
-    for kind in ("baseline", "runtime"):
-        port = _free_port()
-        if kind == "baseline":
-            me = str(Path(__file__).resolve())
-            cmd = [sys.executable, me, "--serve-baseline", str(model_dir), "--port", str(port)]
-            url, health = f"http://127.0.0.1:{port}/generate/", f"http://127.0.0.1:{port}/docs"
-        else:
-            cmd = [sys.executable, "-m", "llm_runtime.cli", "serve", "--model-dir", str(model_dir),
-                   "--model-name", "bench", "--port", str(port), "--http-port", str(_free_port()),
-                   "--grpc-port", str(_free_port()), "--metrics-port", str(_free_port()),
-                   "--max-batch-size", str(max(args.concurrency)), "--max-queue-size", "256",
-                   "--work-dir", str(work / "serve")]
-            url, health = f"http://127.0.0.1:{port}/v1/completions", f"http://127.0.0.1:{port}/health"
-        log = open(work / f"{kind}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_http(health, proc)
-            # Warm-up: first-call costs (allocator, kernels) are not what we compare.
-            asyncio.run(_drive(kind, url, "bench", prompt, 8, 2, 2))
-            for c in args.concurrency:
-                n_req = max(args.min_requests, c * args.rounds)
-                rss = RssSampler(proc.pid)
-                res = asyncio.run(_drive(kind, url, "bench", prompt, args.output_tokens, c, n_req))
-                res.peak_rss_mb = rss.stop()
-                results[kind][c] = res
-                print(f"  {kind:8s} c={c:<3d} {res.tokens / res.wall:8.1f} tok/s  p50 TTFT {_pct(res.ttft, .5):.3f}s"
-                      f"  p99 TTFT {_pct(res.ttft, .99):.3f}s  errors {res.errors}", flush=True)
-        finally:
-            _stop(proc)
-            log.close()
-    return results
+    runs: Runs = []
+    for repeat in range(args.repeats):
+        # Alternate the order, so neither server always runs on a warmer (or more loaded) machine.
+        order = ("baseline", "runtime") if repeat % 2 == 0 else ("runtime", "baseline")
+        runs.append({kind: run_server(kind, args, model_dir, work, prompt, repeat) for kind in order})
+    return runs
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[int, Result]]) -> str:
-    from llm_runtime.engine import cpu_threads
+# (label, runtime/baseline ratio of one concurrency in one run)
+_RATIOS: list[tuple[str, Any]] = [
+    ("output tok/s", lambda rt, bl: rt.tok_s / bl.tok_s),
+    ("p50 TTFT", lambda rt, bl: _pct(rt.ttft, .5) / _pct(bl.ttft, .5)),
+    ("p99 TTFT", lambda rt, bl: _pct(rt.ttft, .99) / _pct(bl.ttft, .99)),
+    ("p50 latency", lambda rt, bl: _pct(rt.latency, .5) / _pct(bl.latency, .5)),
+    ("p99 latency", lambda rt, bl: _pct(rt.latency, .99) / _pct(bl.latency, .99)),
+    ("CPU-s per token", lambda rt, bl: rt.cpu_per_token / bl.cpu_per_token),
+]
 
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"CPU ({os.cpu_count()} cores on the host)"
+
+
+def report(args: argparse.Namespace, runs: Runs, load: tuple[float, float]) -> str:
     lines = [
         f"prompt {args.prompt_tokens} tokens, output {args.output_tokens} tokens, model hidden {args.hidden} x "
-        f"{args.layers} layers (random weights), CPU, torch threads {cpu_threads()} per server",
+        f"{args.layers} layers, {args.heads} heads (random weights), {device_name()}; both servers pinned to CPUs "
+        f"{args.cpus} (taskset), torch threads {max(1, len(_cpu_list(args.cpus)) // 2)} per server; sampling "
+        f"temperature {args.temperature}, top-k {args.top_k}, top-p 1; {len(runs)} runs in alternating order; "
+        f"load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end",
         "",
-        "| server | concurrency | requests | output tok/s | p50 TTFT s | p99 TTFT s | p50 latency s | p99 latency s |"
-        " peak RSS MiB | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | server | concurrency | requests | output tok/s | p50 TTFT s | p99 TTFT s | p50 latency s |"
+        " p99 latency s | CPU-ms per token | peak RSS MiB | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, run in enumerate(runs):
+        for kind in ("baseline", "runtime"):
+            for c, r in sorted(run[kind].items()):
+                lines.append(
+                    f"| {i + 1} | {kind} | {c} | {len(r.latency)} | {r.tok_s:.1f} | {_pct(r.ttft, .5):.3f} | "
+                    f"{_pct(r.ttft, .99):.3f} | {_pct(r.latency, .5):.3f} | {_pct(r.latency, .99):.3f} | "
+                    f"{r.cpu_per_token * 1e3:.2f} | {r.peak_rss_mb:.0f} | {r.errors} |"
+                )
+    lines += [
+        "",
+        "runtime / baseline, min / median / max over the runs (tok/s: higher is better; the others: lower is better)",
+        "",
+        "| concurrency | " + " | ".join(label for label, _ in _RATIOS) + " |",
+        "|---|" + "---|" * len(_RATIOS),
+    ]
+    for c in args.concurrency:
+        cells = [_spread([fn(run["runtime"][c], run["baseline"][c]) for run in runs]) for _, fn in _RATIOS]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "median over the runs of each server's own figures",
+        "",
+        "| server | concurrency | output tok/s | p99 TTFT s | p50 latency s | p99 latency s | CPU-ms per token |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind in ("baseline", "runtime"):
-        for c, r in sorted(results[kind].items()):
+        for c in args.concurrency:
+            rs = [run[kind][c] for run in runs]
+
+            def med(fn: Any, rs: list[Result] = rs) -> float:
+                return statistics.median(fn(r) for r in rs)
+
             lines.append(
-                f"| {kind} | {c} | {len(r.latency)} | {r.tokens / r.wall:.1f} | {_pct(r.ttft, .5):.3f} | "
-                f"{_pct(r.ttft, .99):.3f} | {_pct(r.latency, .5):.3f} | {_pct(r.latency, .99):.3f} | "
-                f"{r.peak_rss_mb:.0f} | {r.errors} |"
+                f"| {kind} | {c} | {med(lambda r: r.tok_s):.1f} | {med(lambda r: _pct(r.ttft, .99)):.3f} | "
+                f"{med(lambda r: _pct(r.latency, .5)):.3f} | {med(lambda r: _pct(r.latency, .99)):.3f} | "
+                f"{med(lambda r: r.cpu_per_token) * 1e3:.2f} |"
             )
-    lines += ["", "| concurrency | tok/s runtime / baseline | p99 TTFT runtime / baseline |", "|---|---|---|"]
-    for c in sorted(results["runtime"]):
-        rt, bl = results["runtime"][c], results["baseline"].get(c)
-        if bl is None:
-            continue
-        lines.append(f"| {c} | {(rt.tokens / rt.wall) / (bl.tokens / bl.wall):.2f}x | "
-                     f"{_pct(rt.ttft, .99) / _pct(bl.ttft, .99):.2f}x |")
     return "\n".join(lines)
+
+
+def _cpu_list(spec: str) -> list[int]:
+    cpus: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus += list(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 # ---- engine choice: own scheduler vs transformers' continuous-batching manager ------------------------------
@@ -303,37 +428,43 @@ def run_engines(args: argparse.Namespace, model_dir: Path) -> str:
     from llm_runtime.sampling import SamplingParams
     from transformers import GenerationConfig
 
-    eng = Engine.load(model_dir, max_batch_size=args.engines_requests, max_queue_size=args.engines_requests)
+    eng = Engine.load(model_dir, dtype=args.dtype, max_batch_size=args.engines_requests,
+                      max_queue_size=args.engines_requests)
     prompt_ids = eng.tokenize(_prompt(eng.tokenizer, args.prompt_tokens))
     n, n_req = args.output_tokens, args.engines_requests
     rows = []
 
     # Own scheduler.
     eng.start()
-    done = threading.Event()
-    left = [n_req]
-    lock = threading.Lock()
 
-    def on_event(ev: GenerationEvent) -> None:
-        if ev.finished:
-            with lock:
-                left[0] -= 1
-                if left[0] == 0:
-                    done.set()
+    def run_own(count: int, tokens: int) -> float:
+        done = threading.Event()
+        left = [count]
+        lock = threading.Lock()
 
-    t0 = time.perf_counter()
-    for i in range(n_req):
-        eng.submit(Request(request_id=str(i), prompt_ids=prompt_ids,
-                           params=SamplingParams(max_tokens=n, temperature=1.0, seed=i, ignore_eos=True),
-                           on_event=on_event))
-    done.wait()
-    own = n_req * n / (time.perf_counter() - t0)
+        def on_event(ev: GenerationEvent) -> None:
+            if ev.finished:
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        done.set()
+
+        t0 = time.perf_counter()
+        for i in range(count):
+            params = SamplingParams(max_tokens=tokens, temperature=args.temperature, top_k=args.top_k, seed=i,
+                                    ignore_eos=True)
+            eng.submit(Request(request_id=str(i), prompt_ids=prompt_ids, params=params, on_event=on_event))
+        done.wait()
+        return time.perf_counter() - t0
+
+    run_own(2, 4)  # warm-up: first-call costs (allocator, kernels, CUDA context) are not what we compare
+    own = n_req * n / run_own(n_req, n)
     eng.stop()
-    rows.append(("llm_runtime scheduler (padded batch, per-request seed)", own))
+    rows.append((f"llm_runtime scheduler (padded batch, per-request seed), {n_req} requests at once", own))
 
     # transformers' manager, same model object and thread count.
-    gc = GenerationConfig(max_new_tokens=n, do_sample=True, temperature=1.0, eos_token_id=-1,
-                          pad_token_id=eng.pad_id)
+    gc = GenerationConfig(max_new_tokens=n, do_sample=True, temperature=args.temperature, top_k=args.top_k,
+                          top_p=1.0, eos_token_id=-1, pad_token_id=eng.pad_id)
     model = eng.model
     # The manager runs its own thread; it manages inference mode itself.
     model.generate_batch(inputs=[prompt_ids] * 2, generation_config=GenerationConfig(
@@ -342,8 +473,29 @@ def run_engines(args: argparse.Namespace, model_dir: Path) -> str:
     out = model.generate_batch(inputs=[prompt_ids] * n_req, generation_config=gc)
     tokens = sum(len(o.generated_tokens) for o in out.values())
     hf = tokens / (time.perf_counter() - t0)
-    rows.append(("transformers generate_batch (continuous-batching manager)", hf))
-    lines = [f"{n_req} requests x {n} tokens after a {len(prompt_ids)}-token prompt, in-process, CPU",
+    rows.append((f"transformers generate_batch (continuous-batching manager), {n_req} requests at once", hf))
+
+    # What the naive server does with any number of clients: one model.generate after the other.
+    import torch
+
+    ids = torch.tensor([prompt_ids], device=eng.device)
+
+    def naive(tokens: int) -> None:
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                           do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=1.0,
+                           pad_token_id=eng.pad_id)
+
+    naive(4)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(args.naive_requests):
+        naive(n)
+    rows.append((f"model.generate one request after another (the naive server), {args.naive_requests} requests",
+                 args.naive_requests * n / (time.perf_counter() - t0)))
+    lines = [f"{n} output tokens per request after a {len(prompt_ids)}-token prompt, in-process, {device_name()}, "
+             f"model hidden {args.hidden} x {args.layers} layers, {args.heads} heads, {args.kv_heads} KV heads, "
+             f"{eng.model.dtype}; sampling temperature {args.temperature}, top-k {args.top_k}; torch "
+             f"{torch.__version__}",
              "", "| engine | output tok/s |", "|---|---|"]
     lines += [f"| {name} | {v:.1f} |" for name, v in rows]
     return "\n".join(lines)
@@ -355,20 +507,35 @@ def main() -> int:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--engines", action="store_true", help="compare engines in-process instead of servers")
     p.add_argument("--engines-requests", type=int, default=32)
+    p.add_argument("--naive-requests", type=int, default=8, help="--engines: sequential model.generate requests")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="--engines: weights dtype (auto: float32 on CPU, the checkpoint's own on a GPU)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads of the generated model")
+    p.add_argument("--kv-heads", type=int, default=2, help="key/value heads of the generated model")
     p.add_argument("--model-dir", help="benchmark this model instead of a generated random one")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--output-tokens", type=int, default=128)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--repeats", type=int, default=3, help="runs of the pair of servers (at least 3 for a spread)")
+    p.add_argument("--cpus", default=None,
+                   help="CPU list for taskset, both servers and the load generator (default: this process's CPUs)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, both servers")
+    p.add_argument("--top-k", type=int, default=50, help="sampling top-k, both servers (0: off)")
     p.add_argument("--rounds", type=int, default=2, help="requests per worker at each concurrency")
     p.add_argument("--min-requests", type=int, default=8)
     p.add_argument("--out", help="also write the markdown report here")
     args = p.parse_args()
     if args.serve_baseline:
-        serve_baseline(args.serve_baseline, args.port)
+        serve_baseline(args.serve_baseline, args.port, temperature=args.temperature, top_k=args.top_k)
         return 0
     sys.path.insert(0, str(HERE.parent / "runtime"))
+    if not args.engines:
+        if shutil.which("taskset") is None:
+            p.error("taskset not found: install util-linux (both servers are pinned to the same CPUs with it)")
+        args.cpus = args.cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        os.sched_setaffinity(0, _cpu_list(args.cpus))  # the load generator shares the servers' CPUs
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
         work = Path(tmp)
         if args.model_dir:
@@ -376,9 +543,14 @@ def main() -> int:
         else:
             from llm_runtime.tiny import create_tiny_model
 
-            model_dir = create_tiny_model(work / "model", hidden=args.hidden, layers=args.layers, heads=4,
-                                          kv_heads=2, context=1024)
-        text = run_engines(args, model_dir) if args.engines else report(args, run_servers(args, model_dir, work))
+            model_dir = create_tiny_model(work / "model", hidden=args.hidden, layers=args.layers, heads=args.heads,
+                                          kv_heads=args.kv_heads, context=1024)
+        if args.engines:
+            text = run_engines(args, model_dir)
+        else:
+            load0 = os.getloadavg()[0]
+            runs = run_servers(args, model_dir, work)
+            text = report(args, runs, (load0, os.getloadavg()[0]))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

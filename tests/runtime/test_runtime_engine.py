@@ -68,7 +68,7 @@ def test_batched_greedy_output_equals_solo_and_transformers_generate(engine: Eng
     assert [c.text for c in batched] == solo
     assert all(c.last.finish_reason == "length" and c.last.completion_tokens == 24 for c in batched)
     # Reference: transformers' own greedy generate on the same weights.
-    ids = engine.tokenizer(PROMPTS[1], return_tensors="pt")
+    ids = engine.tokenizer(PROMPTS[1], return_tensors="pt").to(engine.device)
     ref = engine.model.generate(**ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)
     expected = engine.tokenizer.decode(ref[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert solo[1] == expected
