@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl), etcd, kwok and helm from the Go module proxy into a versioned cache folder outside the repo.
+# kubectl), etcd, kwok, helm and prometheus-adapter from the Go module proxy into versioned cache folders
+# outside the repo.
 #
 # Why a wrapper module: k8s.io/kubernetes pins its staging modules at v0.0.0 and replaces them with
 # ./staging paths; consumers ignore those replaces, so we mirror each one onto the published v0.N.x.
@@ -11,6 +12,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+PROMETHEUS_ADAPTER_VERSION="${PROMETHEUS_ADAPTER_VERSION:-v0.12.0}"
 CACHE_ROOT="${LLMCTL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-llm-operator}"
 
 log() { echo "[build-binaries] $*" >&2; }
@@ -97,6 +99,28 @@ fi
 if [ ! -x "$BIN/helm" ] && [ "${LLMCTL_SKIP_HELM:-0}" != 1 ]; then
   log "building helm $HELM_VERSION"
   CGO_ENABLED=0 GOBIN="$BIN" go install -trimpath "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+fi
+
+# The adapter has its own versioned folder so that changing its pin never rebuilds Kubernetes; a link in $BIN
+# names the pinned one, so every consumer still finds all binaries in one folder.
+# Why a wrapper module: the proxy refuses the adapter's version list (403), and `go install mod@version`
+# fails on that list (deprecation lookup); `go get` of the exact version inside a module works.
+if [ "${LLMCTL_SKIP_ADAPTER:-0}" != 1 ]; then
+  adapter_dir="$CACHE_ROOT/bin/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION"
+  if [ ! -x "$adapter_dir/prometheus-adapter" ]; then
+    log "building prometheus-adapter $PROMETHEUS_ADAPTER_VERSION (first run: about 10 min on 2 cores)"
+    work="$CACHE_ROOT/build/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION"
+    rm -rf "$work"; mkdir -p "$work" "$adapter_dir"
+    (
+      cd "$work"
+      go mod init example.invalid/llmctl-adapter >&2
+      go get "sigs.k8s.io/prometheus-adapter/cmd/adapter@$PROMETHEUS_ADAPTER_VERSION" >&2
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$adapter_dir/prometheus-adapter.tmp" \
+        sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
+    )
+    mv "$adapter_dir/prometheus-adapter.tmp" "$adapter_dir/prometheus-adapter"
+  fi
+  ln -sfn "$adapter_dir/prometheus-adapter" "$BIN/prometheus-adapter"
 fi
 
 echo "$BIN"

@@ -42,11 +42,14 @@ def _dev_up(args: argparse.Namespace) -> int:
 
     cluster = _cluster(args)
     try:
-        info = cluster.up(timeout=args.timeout)
+        info = cluster.up(timeout=args.timeout, metrics=args.metrics, traffic_startup_delay=args.startup_delay)
     except (ClusterError, BinariesError, NodeProfileError) as exc:
         print(f"llmctl dev up: {exc}", file=sys.stderr)
         return 1
     print(f"cluster '{info.name}' is up in {info.ready_seconds}s: {info.server} ({len(info.nodes)} fake nodes)")
+    if info.metrics:
+        print(f"prometheus: {info.prometheus_url}   traffic emulator: {info.traffic_url}   "
+              "custom metrics: kubectl get --raw /apis/custom.metrics.k8s.io/v1beta2")
     print(f"kubeconfig: {info.kubeconfig}")
     print(f"  export KUBECONFIG={info.kubeconfig}")
     print(f"  export PATH={info.bin_dir}:$PATH   # kubectl, helm")
@@ -70,9 +73,20 @@ def _dev_status(args: argparse.Namespace) -> int:
         print(f"cluster '{args.name}' is not running")
         return 1
     for name, pid in info.pids.items():
-        print(f"{name:<26} pid {pid:<8} {'running' if _alive(pid) else 'DEAD'}")
+        where = f"127.0.0.1:{info.ports[name]}" if name in info.ports else ""
+        print(f"{name:<26} pid {pid:<8} {'running' if _alive(pid) else 'DEAD':<8} {where}")
     print(f"kubeconfig: {info.kubeconfig}")
-    return 0 if all(_alive(p) for p in info.pids.values()) else 1
+    healthy = all(_alive(p) for p in info.pids.values())
+    if info.metrics:
+        from llm_operator.dev._metrics_stack import CUSTOM_METRICS_GROUP, CUSTOM_METRICS_VERSIONS
+
+        print(f"prometheus: {info.prometheus_url}")
+        print(f"traffic emulator: {info.traffic_url}")
+        for version in CUSTOM_METRICS_VERSIONS:
+            available, text = cluster.apiservice_available(version)
+            healthy = healthy and available
+            print(f"APIService {version}.{CUSTOM_METRICS_GROUP}: Available={text}")
+    return 0 if healthy else 1
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -144,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cpu-nodes", type=int, help="CPU-only nodes (default 2)")
             p.add_argument("--node-profile", help="YAML node-profile file (see e2e/nodes/default.yaml)")
             p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+            p.add_argument(
+                "--metrics", action=argparse.BooleanOptionalAction, default=False,
+                help="also start the metrics test bed: Prometheus, the traffic emulator and prometheus-adapter "
+                "serving custom.metrics.k8s.io (off by default: it needs the prometheus package and the "
+                "adapter build)",
+            )
+            p.add_argument("--startup-delay", type=float, default=None, metavar="SECONDS",
+                           help="with --metrics: seconds an emulated model pod exports nothing after it starts "
+                           "(its model load time; the emulator's default if not given)")
 
     crd = sub.add_parser("crd", help="print the LLMDeployment CRD generated from the API models")
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -1,8 +1,10 @@
-"""Start and stop a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on 127.0.0.1."""
+"""Start and stop a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on 127.0.0.1,
+and with ``metrics`` the metrics test bed (Prometheus, the traffic emulator, prometheus-adapter)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,14 +23,16 @@ from typing import Any
 
 import yaml
 
-from llm_operator.dev._binaries import resolve_bin_dir
+from llm_operator.dev import _metrics_stack as ms
+from llm_operator.dev._binaries import adapter_binary, prometheus_binary, resolve_bin_dir
 from llm_operator.dev._nodes import build_nodes, load_profile
 from llm_operator.dev._paths import e2e_dir
-from llm_operator.dev._pki import make_pki
+from llm_operator.dev._pki import ADAPTER_USER, FRONT_PROXY_CLIENT_CN, make_pki
 
 STATE_FILE = "cluster.json"
 # Start order; `down` stops them in reverse so nothing reconnects to a dead dependency and logs noise.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+METRICS_COMPONENTS = ("prometheus", "traffic", "prometheus-adapter")
 
 
 class ClusterError(RuntimeError):
@@ -46,6 +51,17 @@ class ClusterInfo:
     nodes: list[str] = field(default_factory=list)
     started_at: float = 0.0
     ready_seconds: float = 0.0
+    metrics: bool = False
+
+    @property
+    def prometheus_url(self) -> str | None:
+        port = self.ports.get("prometheus")
+        return f"http://127.0.0.1:{port}" if port else None
+
+    @property
+    def traffic_url(self) -> str | None:
+        port = self.ports.get("traffic")
+        return f"http://127.0.0.1:{port}" if port else None
 
     def save(self) -> None:
         path = Path(self.state_dir) / STATE_FILE
@@ -119,17 +135,38 @@ class LocalCluster:
     def info(self) -> ClusterInfo | None:
         return ClusterInfo.load(self.state_dir)
 
-    def up(self, *, timeout: float = 180.0) -> ClusterInfo:
+    def up(
+        self, *, timeout: float = 180.0, metrics: bool = False, traffic_startup_delay: float | None = None
+    ) -> ClusterInfo:
+        """Start the cluster and return once it is usable.
+
+        With ``metrics`` also start Prometheus, the traffic emulator (``python -m llm_operator.dev.traffic``,
+        pods' model load taking ``traffic_startup_delay`` seconds if given) and prometheus-adapter, and return
+        once ``custom.metrics.k8s.io`` answers through the apiserver.
+        """
         existing = self.info()
         if existing and all(_alive(pid) for pid in existing.pids.values()) and existing.pids:
+            if metrics and not existing.metrics:
+                raise ClusterError(
+                    f"cluster {existing.name} is already running without the metrics test bed; "
+                    "stop it first (llmctl dev down) to start it with --metrics"
+                )
             self._log(f"cluster already running (state {self.state_dir})")
             return existing
         if existing:
             self.down()
         started = time.monotonic()
-        bin_dir = (self._bin_dir or resolve_bin_dir()).resolve()
+        bin_dir = (self._bin_dir or resolve_bin_dir(with_adapter=metrics)).resolve()
         profile = load_profile(self._profile or e2e_dir() / "nodes" / "default.yaml")
         nodes = build_nodes(profile, **self._sizes)  # validate before starting anything
+        stack: dict[str, Path] = {}
+        if metrics:  # every missing piece is reported before anything starts
+            rules, adapter_config = ms.contract_paths()
+            for path in (rules, adapter_config):
+                if not path.is_file():
+                    raise ClusterError(f"metrics test bed: {path} is missing")
+            stack = {"prometheus": prometheus_binary(), "prometheus-adapter": adapter_binary(bin_dir),
+                     "rules": rules, "adapter-config": adapter_config}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         pki = self.state_dir / "pki"
@@ -142,6 +179,8 @@ class LocalCluster:
             "kube-scheduler": free_port(),
             "kwok": free_port(),
         }
+        if metrics:
+            ports.update({name: free_port() for name in METRICS_COMPONENTS})
         server = f"https://127.0.0.1:{ports['kube-apiserver']}"
         info = ClusterInfo(
             name=self.state_dir.name,
@@ -151,17 +190,24 @@ class LocalCluster:
             bin_dir=str(bin_dir),
             ports=ports,
             started_at=time.time(),
+            metrics=metrics,
         )
         info.save()
         try:
             self._write_kubeconfig(server=server, pki=pki)
-            self._start(info, "etcd", self._etcd_args(ports), bin_dir)
+            self._start(info, "etcd", [str(bin_dir / "etcd"), *self._etcd_args(ports)])
             self._wait(info, "etcd", lambda: self._http_ok(f"http://127.0.0.1:{ports['etcd']}/health"), timeout)
-            self._start(info, "kube-apiserver", self._apiserver_args(ports, pki), bin_dir)
+            self._start(info, "kube-apiserver", [str(bin_dir / "kube-apiserver"), *self._apiserver_args(ports, pki)])
             self._wait(info, "kube-apiserver", lambda: self._api_ok("/readyz"), timeout)
-            self._start(info, "kube-controller-manager", self._kcm_args(ports, pki), bin_dir)
-            self._start(info, "kube-scheduler", self._scheduler_args(ports), bin_dir)
-            self._start(info, "kwok", self._kwok_args(ports), bin_dir)
+            for name, args in (
+                ("kube-controller-manager", self._kcm_args(ports, pki)),
+                ("kube-scheduler", self._scheduler_args(ports)),
+                ("kwok", self._kwok_args(ports)),
+            ):
+                self._start(info, name, [str(bin_dir / name), *args])
+            if metrics:
+                # Started now so that they come up while the controllers and kwok do.
+                self._start_metrics(info, stack, pki, traffic_startup_delay)
             for node in nodes:
                 self._api("POST", "/api/v1/nodes", node)
             info.nodes = [n["metadata"]["name"] for n in nodes]
@@ -177,6 +223,8 @@ class LocalCluster:
                 lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
                 timeout,
             )
+            if metrics:
+                self._register_adapter(info, pki, timeout)
         except BaseException:
             self.down(keep_logs=True)
             raise
@@ -187,7 +235,8 @@ class LocalCluster:
     def down(self, *, keep_logs: bool = False) -> None:
         info = self.info()
         if info is not None:
-            for name in reversed(COMPONENTS):
+            order = [*reversed(METRICS_COMPONENTS), *reversed(COMPONENTS)]
+            for name in [*order, *(n for n in info.pids if n not in order)]:
                 pid = info.pids.get(name)
                 if pid:
                     self._stop(pid)
@@ -206,11 +255,10 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- processes
 
-    def _start(self, info: ClusterInfo, name: str, args: list[str], bin_dir: Path) -> None:
-        binary = bin_dir / ("etcd" if name == "etcd" else name)
+    def _start(self, info: ClusterInfo, name: str, argv: list[str]) -> None:
         logfile = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [str(binary), *args],
+            argv,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -258,6 +306,73 @@ class LocalCluster:
             f"{_tail(self.state_dir / 'logs' / f'{component}.log')}"
         )
 
+    # ---------------------------------------------------------------- metrics test bed
+
+    def _start_metrics(
+        self, info: ClusterInfo, stack: Mapping[str, Path], pki: Path, traffic_startup_delay: float | None
+    ) -> None:
+        ports = info.ports
+        prom_dir = self.state_dir / "prometheus"
+        prom_dir.mkdir(exist_ok=True)
+        prom_config = prom_dir / "prometheus.yml"
+        prom_config.write_text(yaml.safe_dump(
+            ms.prometheus_config(traffic_port=ports["traffic"], rules_path=stack["rules"]), sort_keys=False))
+        adapter_kubeconfig = self.state_dir / "prometheus-adapter.kubeconfig"
+        self._write_kubeconfig(server=info.server, pki=pki, path=adapter_kubeconfig,
+                               user="prometheus-adapter-client")
+        # The adapter needs its RBAC before its first request, or it starts up without the front-proxy CA.
+        for obj in [*ms.adapter_rbac(user=ADAPTER_USER), *ms.adapter_service(port=ports["prometheus-adapter"])]:
+            self._create(obj)
+        self._start(info, "prometheus", [
+            str(stack["prometheus"]),
+            *ms.prometheus_args(port=ports["prometheus"], config=prom_config, data=prom_dir / "data"),
+        ])
+        traffic = [sys.executable, "-m", "llm_operator.dev.traffic", "--kubeconfig", str(self.kubeconfig),
+                   "--listen", f"127.0.0.1:{ports['traffic']}"]
+        if traffic_startup_delay is not None:
+            traffic += ["--startup-delay", str(traffic_startup_delay)]
+        self._start(info, "traffic", traffic)
+        self._start(info, "prometheus-adapter", [
+            str(stack["prometheus-adapter"]),
+            *ms.adapter_args(port=ports["prometheus-adapter"], kubeconfig=adapter_kubeconfig, pki=pki,
+                             prometheus_port=ports["prometheus"], config=stack["adapter-config"]),
+        ])
+
+    def _register_adapter(self, info: ClusterInfo, pki: Path, timeout: float) -> None:
+        ports = info.ports
+        self._wait(info, "prometheus", lambda: self._http_ok(f"{info.prometheus_url}/-/ready"), timeout)
+        self._wait(info, "traffic", lambda: self._http_ok(f"{info.traffic_url}/healthz"), timeout)
+        self._wait(info, "prometheus-adapter", lambda: self._healthz(ports["prometheus-adapter"]), timeout)
+        # Registered only once the adapter answers: the aggregator then marks the APIServices Available on its
+        # first check instead of after a failed one and its back-off.
+        for obj in ms.apiservices(port=ports["prometheus-adapter"], ca_bundle=(pki / "ca.crt").read_bytes()):
+            self._create(obj)
+        for version in ms.CUSTOM_METRICS_VERSIONS:
+            group_version = f"{ms.CUSTOM_METRICS_GROUP}/{version}"
+            self._wait(info, f"prometheus-adapter (APIService {version}.{ms.CUSTOM_METRICS_GROUP} Available)",
+                       functools.partial(lambda v: self.apiservice_available(v)[0], version), timeout)
+            self._wait(info, f"prometheus-adapter (/apis/{group_version})",
+                       functools.partial(self._api_ok, f"/apis/{group_version}"), timeout)
+
+    def apiservice_available(self, version: str = "v1beta1") -> tuple[bool, str]:
+        """(Available, "status reason: message") of the custom metrics APIService of ``version``."""
+        name = f"{version}.{ms.CUSTOM_METRICS_GROUP}"
+        try:
+            obj = self._api("GET", f"/apis/apiregistration.k8s.io/v1/apiservices/{name}")
+        except (ClusterError, OSError) as exc:
+            return False, f"{name}: {exc}"
+        cond = ms.condition(obj, "Available")
+        if cond is None:
+            return False, f"{name}: no Available condition yet"
+        return cond.get("status") == "True", f"{cond.get('status')} {cond.get('reason')}: {cond.get('message')}"
+
+    def _create(self, obj: dict[str, Any]) -> None:
+        try:
+            self._api("POST", ms.api_path(obj), obj)
+        except ClusterError as exc:
+            if " -> 409:" not in str(exc):  # already there (a restarted `up` on the same etcd never happens)
+                raise
+
     # ---------------------------------------------------------------- flags
 
     def _etcd_args(self, ports: Mapping[str, int]) -> list[str]:
@@ -290,6 +405,19 @@ class LocalCluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
+            # The aggregation layer (APIService proxying, e.g. custom.metrics.k8s.io from prometheus-adapter):
+            # the apiserver forwards the authenticated user in these headers, proven by its front-proxy client
+            # cert; aggregated servers read the CA and names from kube-system/extension-apiserver-authentication.
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            # Route to a Service's DNS name (an ExternalName `localhost` keeps every byte on 127.0.0.1), never
+            # to Endpoints, which cannot be loopback addresses.
+            "--enable-aggregator-routing=false",
             "--allow-privileged=true",
             "--profiling=false",
             "--endpoint-reconciler-type=none",
@@ -341,7 +469,7 @@ class LocalCluster:
             "--node-ip=10.0.0.1",
         ]
 
-    def _write_kubeconfig(self, *, server: str, pki: Path) -> None:
+    def _write_kubeconfig(self, *, server: str, pki: Path, path: Path | None = None, user: str = "admin") -> None:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -350,18 +478,19 @@ class LocalCluster:
             ],
             "users": [
                 {
-                    "name": "llmctl-admin",
+                    "name": f"llmctl-{user}",
                     "user": {
-                        "client-certificate": str(pki / "admin.crt"),
-                        "client-key": str(pki / "admin.key"),
+                        "client-certificate": str(pki / f"{user}.crt"),
+                        "client-key": str(pki / f"{user}.key"),
                     },
                 }
             ],
-            "contexts": [{"name": "llmctl", "context": {"cluster": "llmctl", "user": "llmctl-admin"}}],
+            "contexts": [{"name": "llmctl", "context": {"cluster": "llmctl", "user": f"llmctl-{user}"}}],
             "current-context": "llmctl",
         }
-        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        target = path or self.kubeconfig
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
         self._ssl = None
 
     # ---------------------------------------------------------------- HTTP

@@ -1,0 +1,184 @@
+"""What `llmctl dev up --metrics` adds to the local cluster: Prometheus, the traffic emulator and
+prometheus-adapter, registered as the custom metrics API through the apiserver's aggregation layer.
+
+Pure builders of configuration and manifests; :mod:`llm_operator.dev._cluster` runs the processes.
+
+Every byte stays on 127.0.0.1: the APIServices point at an ``ExternalName`` Service whose name is ``localhost``.
+Endpoints cannot hold loopback addresses, but the aggregator's default routing (``--enable-aggregator-routing=
+false``) resolves a Service's DNS name, so ``localhost:<adapter port>`` is what it dials.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+from pathlib import Path
+from typing import Any
+
+# The timing a test can reason about: a load change is visible through custom.metrics.k8s.io after at most
+# one scrape plus one rule evaluation plus one adapter relist (for a new series; a known series is queried live).
+SCRAPE_INTERVAL = "2s"
+EVALUATION_INTERVAL = "2s"
+ADAPTER_RELIST_INTERVAL = "5s"
+RETENTION = "2h"
+
+NAMESPACE = "llmops-monitoring"
+ADAPTER_SERVICE = "prometheus-adapter"
+CUSTOM_METRICS_GROUP = "custom.metrics.k8s.io"
+# prometheus-adapter v0.12.0 (custom-metrics-apiserver v1.30) serves both.
+CUSTOM_METRICS_VERSIONS = ("v1beta1", "v1beta2")
+TRAFFIC_JOB = "llm-traffic-emulator"
+
+
+def adapter_service_dns() -> str:
+    return f"{ADAPTER_SERVICE}.{NAMESPACE}.svc"
+
+
+def contract_paths() -> tuple[Path, Path]:
+    """(recording rules file, adapter config) shipped in ``llm_operator.metrics``, the one metric vocabulary
+    that the Helm chart uses too."""
+    metrics = importlib.import_module("llm_operator.metrics")
+    return Path(metrics.RULES_PATH), Path(metrics.ADAPTER_CONFIG_PATH)
+
+
+def prometheus_config(*, traffic_port: int, rules_path: Path) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
+        "rule_files": [str(rules_path)],
+        "scrape_configs": [
+            {
+                "job_name": TRAFFIC_JOB,
+                "scrape_interval": SCRAPE_INTERVAL,
+                "scrape_timeout": SCRAPE_INTERVAL,
+                # The emulator speaks for many pods: their namespace/pod/revision labels must win over the
+                # target's own instance/job labels.
+                "honor_labels": True,
+                "static_configs": [{"targets": [f"127.0.0.1:{traffic_port}"]}],
+            }
+        ],
+    }
+
+
+def prometheus_args(*, port: int, config: Path, data: Path) -> list[str]:
+    return [
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--storage.tsdb.retention.time={RETENTION}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+
+
+def adapter_args(*, port: int, kubeconfig: Path, pki: Path, prometheus_port: int, config: Path) -> list[str]:
+    return [
+        f"--secure-port={port}",
+        "--bind-address=127.0.0.1",
+        f"--tls-cert-file={pki / 'prometheus-adapter-serving.crt'}",
+        f"--tls-private-key-file={pki / 'prometheus-adapter-serving.key'}",
+        f"--lister-kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--prometheus-url=http://127.0.0.1:{prometheus_port}/",
+        # The default is 10 min: a new pod's series would be invisible to the HPA for that long.
+        f"--metrics-relist-interval={ADAPTER_RELIST_INTERVAL}",
+        f"--config={config}",
+        "--v=1",
+    ]
+
+
+def adapter_rbac(*, user: str) -> list[dict[str, Any]]:
+    """Least privilege for the adapter's own identity (a client cert, CN ``user``), as in its deploy manifests:
+    read the objects its rules map series onto, delegate authn/authz, read the front-proxy CA config."""
+    subject = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": {"name": "llmctl:prometheus-adapter:resource-reader"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["nodes", "namespaces", "pods", "services"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "llmctl:prometheus-adapter:resource-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "llmctl:prometheus-adapter:resource-reader"},
+            "subjects": subject,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "llmctl:prometheus-adapter:auth-delegator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:auth-delegator"},
+            "subjects": subject,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": {"name": "llmctl:prometheus-adapter:auth-reader", "namespace": "kube-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "extension-apiserver-authentication-reader"},
+            "subjects": subject,
+        },
+    ]
+
+
+def adapter_service(*, port: int) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": ADAPTER_SERVICE, "namespace": NAMESPACE},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
+        },
+    ]
+
+
+def apiservices(*, port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
+    """The adapter's serving cert is signed by the cluster CA, so the aggregator verifies it (no
+    insecureSkipTLSVerify)."""
+    return [
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": f"{version}.{CUSTOM_METRICS_GROUP}"},
+            "spec": {
+                "group": CUSTOM_METRICS_GROUP,
+                "version": version,
+                "service": {"name": ADAPTER_SERVICE, "namespace": NAMESPACE, "port": port},
+                "caBundle": base64.b64encode(ca_bundle).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 200 if version == "v1beta2" else 100,
+            },
+        }
+        for version in CUSTOM_METRICS_VERSIONS
+    ]
+
+
+def api_path(obj: dict[str, Any]) -> str:
+    """The collection URL to POST ``obj`` to."""
+    group_version = obj["apiVersion"]
+    base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+    plural = obj["kind"].lower() + "s"  # true for every kind applied here
+    namespace = obj["metadata"].get("namespace")
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in obj.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
