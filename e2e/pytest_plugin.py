@@ -11,10 +11,14 @@ Options / environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -87,6 +91,53 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def first_mismatch(desired: Any, actual: Any, path: str = "") -> str | None:
+    """Where ``llm_operator._diff.contains(desired, actual)`` fails, for a readable assertion message."""
+    from llm_operator._diff import contains
+
+    if contains(desired, actual):
+        return None
+    if isinstance(desired, dict) and isinstance(actual, dict):
+        for key, value in desired.items():
+            if value is not None and key not in actual:
+                return f"{path}.{key}: missing (want {value!r})"
+            if value is not None and not contains(value, actual[key]):
+                return first_mismatch(value, actual[key], f"{path}.{key}")
+    return f"{path or '.'}: want {json.dumps(desired)[:300]}, have {json.dumps(actual)[:300]}"
+
+
+def monitoring_crd(kind: str) -> dict[str, Any]:
+    """A schema-less stand-in for a Prometheus Operator CRD (PodMonitor, ServiceMonitor)."""
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    }
+
+
+def ensure_monitoring_crds(cluster: Cluster, operator: Operator | None = None) -> None:
+    """Serve both monitor kinds, and wait until the in-process operator has seen them (else an object created
+    now would first be reconciled without its monitor)."""
+    import yaml
+
+    kinds = ("PodMonitor", "ServiceMonitor")
+    for kind in kinds:
+        crd = monitoring_crd(kind)
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
+    if operator is not None:
+        wait_for(lambda: set(kinds) <= operator.controller.monitor_kinds, timeout=30,
+                 what="the operator to see the monitoring CRDs")
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     from llm_operator.dev import LocalCluster, resolve_bin_dir
@@ -150,11 +201,42 @@ def crd(cluster: Cluster) -> str:
     return "llmdeployments.serving.llmops.dev"
 
 
+CONTROLLER_LOGGER = "llm_operator.controller"
+
+
+class _ErrorRecords(logging.Handler):
+    """The controller's ERROR records ("reconcile %s/%s crashed"). The work queue retries a crashed reconcile,
+    so a test can pass while the operator hits a bug on every attempt; these records make that fail."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+
+controller_errors = _ErrorRecords()
+_in_process: Operator | None = None  # the session's in-process operator, once a test asked for it
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_controller_crash(request: pytest.FixtureRequest) -> Iterator[None]:
+    seen = len(controller_errors.records)
+    yield
+    crashes = controller_errors.records[seen:]
+    # Only cluster tests: unit tests of the work queue crash reconciles on purpose with their own controllers.
+    if crashes and request.node.get_closest_marker("cluster") is not None:
+        pytest.fail("the operator's controller logged errors during this test:\n" + "\n".join(crashes),
+                    pytrace=False)
+
+
 class Operator:
     """The operator running in this process (kopf's KopfRunner thread), with access to its controller."""
 
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
+    def __init__(self) -> None:
+        self.runner: Any = None
 
     @property
     def controller(self) -> Any:
@@ -163,19 +245,117 @@ class Operator:
         assert handlers.controller is not None, "operator not started"
         return handlers.controller
 
+    def start(self) -> None:
+        from kopf.testing import KopfRunner
+        from llm_operator import handlers
+
+        assert self.runner is None, "already running"
+        runner = KopfRunner(["run", "-A", "--standalone", "-m", "llm_operator.handlers"], timeout=60)
+        runner.__enter__()
+        self.runner = runner
+        wait_for(lambda: handlers.controller is not None, timeout=30, what="operator start-up")
+
+    def stop(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.__exit__(None, None, None)
+            assert runner.exception is None, runner.output[-3000:]
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The operator is down inside the block (its cleanup ran, nothing watches); a fresh one starts after."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until the work queue is idle (nothing due, nothing running)."""
         wait_for(lambda: self.controller.idle(), timeout=timeout, interval=0.1, what="operator idle")
 
+    def resync(self, namespace: str, names: list[str], rounds: int = 3) -> tuple[int, int]:
+        """Force ``rounds`` reconciles of each object once the queue is idle; return the (writes, GETs) the
+        operator made in ``namespace`` meanwhile."""
+        self.settle()
+        kube = self.controller.kube
+        writes, gets = kube.writes_by_namespace[namespace], kube.gets_by_namespace[namespace]
+        for _ in range(rounds):
+            for name in names:
+                self.controller.enqueue((namespace, name))
+            # A write would come back as watch events and more reconciles: let them arrive before settling.
+            time.sleep(0.3)
+            self.settle()
+        return kube.writes_by_namespace[namespace] - writes, kube.gets_by_namespace[namespace] - gets
+
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, crd: str) -> Iterator[Operator]:
-    from kopf.testing import KopfRunner
-
+    global _in_process
     os.environ.setdefault("LLMOPS_RESYNC_SECONDS", "300")
-    with KopfRunner(["run", "-A", "--standalone", "-m", "llm_operator.handlers"], timeout=60) as runner:
-        op = Operator(runner)
-        wait_for(lambda: __import__("llm_operator.handlers").handlers.controller is not None, timeout=30,
-                 what="operator start-up")
+    logging.getLogger(CONTROLLER_LOGGER).addHandler(controller_errors)
+    op = Operator()
+    op.start()
+    _in_process = op
+    try:
         yield op
-    assert runner.exception is None, runner.output[-3000:]
+    finally:
+        _in_process = None
+        op.stop()
+
+
+class OperatorProcess:
+    """``llmctl run`` in a child process, as users run it: its own kubeconfig, flags and environment."""
+
+    def __init__(self, log: Path) -> None:
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, *args: str, kubeconfig: Path, env: dict[str, str] | None = None,
+              argv0: list[str] | None = None) -> None:
+        """Start ``llmctl run ARGS`` (or ``ARGV0 run ARGS``) and wait for its start-up line."""
+        assert self.proc is None or self.proc.poll() is not None, "one operator process at a time"
+        command = argv0 or [str(Path(sys.executable).with_name("llmctl"))]
+        environ = {**os.environ, "KUBECONFIG": str(kubeconfig), "LLMOPS_RESYNC_SECONDS": "300", **(env or {})}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([*command, "run", *args], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=environ, start_new_session=True)
+        proc = self.proc
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"llmctl run exited with {proc.returncode}:\n{self.log[-3000:]}")
+            return "triton-llm-operator started" in self.log
+
+        wait_for(started, timeout=60, interval=0.2, what="llmctl run start-up")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)  # kopf stops gracefully on SIGTERM, as in a pod
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def operator_process(cluster: Cluster, crd: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """An operator in a child process for one test. The session's in-process operator, if started, is stopped
+    meanwhile and started again afterwards: two operators writing the same objects would fight."""
+    paused = _in_process.stopped() if _in_process is not None else contextlib.nullcontext()
+    with paused:
+        op = OperatorProcess(tmp_path / "operator.log")
+        try:
+            yield op
+        finally:
+            op.stop()
+    crashes = [line for line in op.log.splitlines() if re.search(r"reconcile \S+ crashed", line)]
+    if crashes:
+        pytest.fail("the operator process logged crashed reconciles:\n" + "\n".join(crashes), pytrace=False)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from llm_operator.builders import REVISION_LABEL
 
-from e2e.pytest_plugin import Cluster, Operator, wait_for
+from e2e.pytest_plugin import Cluster, Operator, ensure_monitoring_crds, first_mismatch, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -109,15 +112,9 @@ def test_creates_children_with_owner_refs_and_reports_ready(cluster: Cluster, op
 def test_steady_state_resync_makes_zero_writes(cluster: Cluster, operator: Operator, namespace: str) -> None:
     apply(cluster, namespace, llmd("steady", replicas=1))
     wait_condition(cluster, namespace, "steady", "Ready", "True")
-    operator.settle()
-    kube = operator.controller.kube
-    writes, reads = kube.writes_by_namespace[namespace], kube.requests["GET"]
-    for _ in range(3):
-        operator.controller.enqueue((namespace, "steady"))
-        time.sleep(0.3)
-        operator.settle()
-    assert kube.requests["GET"] > reads, "the resync did not run"
-    assert kube.writes_by_namespace[namespace] == writes
+    writes, gets = operator.resync(namespace, ["steady"])
+    assert gets > 0, "the resync did not read this namespace"
+    assert writes == 0
 
 
 def test_operator_never_writes_spec_and_scale_subresource_drives_replicas(
@@ -136,10 +133,11 @@ def test_operator_never_writes_spec_and_scale_subresource_drives_replicas(
                                        f"/apis/serving.llmops.dev/v1alpha1/namespaces/{namespace}/llmdeployments/scaled/scale").stdout)
     assert scale["status"]["replicas"] == 3 and "app.kubernetes.io/instance=scaled" in scale["status"]["selector"]
     managed = cluster.kubectl("get", "llmd", "scaled", "-n", namespace, "-o", "json", "--show-managed-fields").stdout
-    for entry in json.loads(managed)["metadata"]["managedFields"]:
-        if entry["manager"] == "triton-llm-operator":
-            assert entry.get("subresource") == "status", entry
-            assert "f:spec" not in entry["fieldsV1"]
+    entries = [e for e in json.loads(managed)["metadata"]["managedFields"] if e["manager"] == "triton-llm-operator"]
+    assert entries, "the operator's status writes must be recorded under its field manager"
+    for entry in entries:
+        assert entry.get("subresource") == "status", entry
+        assert "f:spec" not in entry["fieldsV1"]
 
 
 def test_hpa_can_target_the_llmdeployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
@@ -288,8 +286,33 @@ def test_invalid_specs_are_rejected_by_the_api_server(cluster: Cluster, crd: str
 # ------------------------------------------------------------------------------------------------ examples
 
 
+def assert_render_matches_live(cluster: Cluster, namespace: str, name: str, tmp_path: Path) -> None:
+    """`llmctl render` of the live LLMDeployment (its uid gives owner references) prints what the operator made:
+    every rendered child is contained in the live one, and status.revision is the rendered revision."""
+    live_llmd = cluster.kubectl_json("get", "llmd", name, "-n", namespace)
+    source = tmp_path / f"{name}.yaml"
+    source.write_text(yaml.safe_dump(live_llmd))
+    proc = subprocess.run([str(Path(sys.executable).with_name("llmctl")), "render", "-f", str(source)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    monitoring = {"enabled": True, "kind": "PodMonitor", **live_llmd["spec"].get("monitoring", {})}
+    kinds = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"] + [monitoring["kind"]] * monitoring["enabled"]
+    assert sorted(d["kind"] for d in rendered) == sorted(kinds)
+    revisions = {d["metadata"]["labels"][REVISION_LABEL] for d in rendered if d["kind"] == "Deployment"}
+    assert revisions == {live_llmd["status"]["revision"]}
+    for child in rendered:
+        live = get(cluster, namespace, child["kind"].lower(), child["metadata"]["name"])
+        assert live is not None, f"{child['kind']} {child['metadata']['name']} was rendered but does not exist"
+        where = first_mismatch(child, live)
+        assert where is None, f"{child['kind']} {child['metadata']['name']} differs from its rendering at {where}"
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_examples_apply_and_become_ready(cluster: Cluster, operator: Operator, namespace: str, path: Path) -> None:
+def test_examples_apply_and_become_ready(cluster: Cluster, operator: Operator, namespace: str, path: Path,
+                                         tmp_path: Path) -> None:
+    # With both monitor kinds served every example gets its monitor, so the checks below cover that path too.
+    ensure_monitoring_crds(cluster, operator)
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     llmds = [d for d in docs if d["kind"] == "LLMDeployment"]
     for doc in llmds:  # the examples' PVCs stay Pending (no storage here); the operator only needs them to exist
@@ -298,9 +321,15 @@ def test_examples_apply_and_become_ready(cluster: Cluster, operator: Operator, n
             docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": pvc},
                          "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})
     apply(cluster, namespace, *docs)
-    for doc in llmds:
-        name = doc["metadata"]["name"]
+    names = [doc["metadata"]["name"] for doc in llmds]
+    for name in names:
         wait_condition(cluster, namespace, name, "Ready", "True", timeout=90)
+    operator.settle()
+    for name in names:
+        assert_render_matches_live(cluster, namespace, name, tmp_path)
+    writes, gets = operator.resync(namespace, names)
+    assert gets > 0, "the resync did not read this namespace"
+    assert writes == 0, f"a steady-state resync of {path.name} wrote {writes} time(s)"
     # Keep the fleet free for the next test: examples can take many GPUs.
     cluster.kubectl("delete", "llmd", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
 
