@@ -529,18 +529,105 @@ class PlacementSpec(_Model):
 # ------------------------------------------------------------------------------ autoscaling / rollout
 
 
+class ScalingPolicy(_Model):
+    """One autoscaling/v2 HPA scaling policy: at most `value` pods (or percent) per `periodSeconds`."""
+
+    type: Literal["Pods", "Percent"]
+    """`Pods` (an absolute number of replicas) or `Percent` (of the current replicas)."""
+    value: Annotated[int, Field(ge=1, le=1000)]
+    """How many pods, or what percent, may be added or removed per period."""
+    period_seconds: Annotated[int, Field(ge=1, le=1800)]
+    """The window the policy holds over (1-1800 s)."""
+
+
+class ScalingRules(_Model):
+    """autoscaling/v2 `HPAScalingRules` for one direction."""
+
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)] | None = None
+    """How far back the HPA looks for the most conservative recommendation before changing replicas."""
+    select_policy: Literal["Max", "Min", "Disabled"] | None = None
+    """Which policy wins when several allow a change; `Disabled` turns scaling in this direction off."""
+    policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=10)] | None = None
+    """Rate limits for this direction."""
+
+
+class ScalingBehavior(_Model):
+    """autoscaling/v2 HPA `behavior`. Omitted parts take the operator's LLM defaults (docs/autoscaling.md):
+    scale up at once by up to 2 pods or 100 % a minute, scale down one pod per 2 minutes after 5 minutes of
+    lower load, because a model pod takes minutes and a GPU to start."""
+
+    scale_up: ScalingRules | None = None
+    """How fast replicas are added."""
+    scale_down: ScalingRules | None = None
+    """How fast replicas are removed."""
+
+
+class AutoscalingMetrics(_Model):
+    """Targets per ready replica, in the canonical metric vocabulary (docs/metrics.md). The replica count
+    follows the largest recommendation across the metrics set."""
+
+    queue_depth: Annotated[float, Field(le=100000)] | None = None
+    """Average requests waiting (not yet in a batch) per replica. Reacts to overload before latency does."""
+    tokens_per_second: Annotated[float, Field(ge=1, le=10000000)] | None = None
+    """Average generated tokens per second per replica. Use the capacity `bench/runtime.py` measures for your
+    model and GPU, times the share of it you want to use (e.g. 0.7)."""
+    kv_cache_utilization: Annotated[float, Field(le=1)] | None = None
+    """Average KV-cache use per replica, 0-1 (vLLM, TensorRT-LLM and the python backend report it)."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.queueDepth) || has(self.tokensPerSecond) || has(self.kvCacheUtilization)",
+            message="spec.autoscaling.metrics needs at least one target: queueDepth, tokensPerSecond or "
+            "kvCacheUtilization",
+            check=lambda s: any(v is not None for v in (s.queue_depth, s.tokens_per_second, s.kv_cache_utilization)),
+        ),
+        # CEL, not `minimum`: the API server checks an integer against a fractional minimum after truncating
+        # the minimum (0 passes `minimum: 0.1`), so a target of 0 would slip through the schema.
+        CelRule(
+            rule="!has(self.queueDepth) || self.queueDepth > 0.0",
+            message="spec.autoscaling.metrics.queueDepth must be greater than 0",
+            check=lambda s: s.queue_depth is None or s.queue_depth > 0,
+            field_path=".queueDepth",
+        ),
+        CelRule(
+            rule="!has(self.kvCacheUtilization) || self.kvCacheUtilization > 0.0",
+            message="spec.autoscaling.metrics.kvCacheUtilization must be greater than 0 (a share, 0-1)",
+            check=lambda s: s.kv_cache_utilization is None or s.kv_cache_utilization > 0,
+            field_path=".kvCacheUtilization",
+        ),
+    )
+
+
+class KEDAOptions(_Model):
+    """Settings only KEDA has (provider `KEDA`)."""
+
+    prometheus_address: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^https?://.+")]
+    """Prometheus that KEDA queries, e.g. `http://prometheus.monitoring:9090`."""
+    polling_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 15
+    """How often KEDA queries Prometheus."""
+    cooldown_period_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    """With minReplicas 0: how long after the last activity KEDA scales to zero."""
+
+
 class AutoscalingSpec(_Model):
-    """RESERVED: declared now, implemented by a later release; the operator ignores it today. To autoscale
-    now, point an HPA at this LLMDeployment (it has a scale subresource)."""
+    """Scale on queue depth, token throughput and KV-cache use. The operator writes an HPA (or a KEDA
+    ScaledObject) that targets this LLMDeployment's scale subresource, so the autoscaler owns `spec.replicas`
+    while this is set; the operator itself never writes spec. Remove this block to stop autoscaling: the
+    replica count stays where it was."""
 
     min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Fewest replicas; 0 allows scale to zero."""
+    """Fewest replicas. 0 (scale to zero) needs provider KEDA."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     """Most replicas."""
-    target_pending_requests: Annotated[int, Field(ge=1, le=100000)] | None = None
-    """Average pending requests per replica to hold (Triton `nv_inference_pending_request_count`)."""
-    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
-    """How long load must stay low before replicas are removed."""
+    metrics: AutoscalingMetrics
+    """Targets per replica; at least one."""
+    behavior: ScalingBehavior | None = None
+    """HPA scaling behaviour; omitted parts take the LLM defaults."""
+    provider: Literal["HPA", "KEDA"] = "HPA"
+    """`HPA` (a HorizontalPodAutoscaler reading prometheus-adapter's custom metrics) or `KEDA` (a ScaledObject
+    with Prometheus triggers; needs KEDA installed)."""
+    keda: KEDAOptions | None = None
+    """KEDA settings; required with, and only allowed with, provider KEDA."""
 
     __cel_rules__ = (
         CelRule(
@@ -548,6 +635,19 @@ class AutoscalingSpec(_Model):
             message="spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
             check=lambda s: s.min_replicas <= s.max_replicas,
             field_path=".minReplicas",
+        ),
+        CelRule(
+            rule="self.minReplicas >= 1 || self.provider == 'KEDA'",
+            message="spec.autoscaling.minReplicas 0 (scale to zero) needs provider KEDA; an HPA keeps at least 1",
+            check=lambda s: s.min_replicas >= 1 or s.provider == "KEDA",
+            field_path=".minReplicas",
+        ),
+        CelRule(
+            rule="(self.provider == 'KEDA') == has(self.keda)",
+            message="spec.autoscaling.keda is required with provider KEDA and not allowed with provider HPA "
+            "(set provider: KEDA or remove keda)",
+            check=lambda s: (s.provider == "KEDA") == (s.keda is not None),
+            field_path=".keda",
         ),
     )
 
@@ -646,7 +746,8 @@ class LLMDeploymentSpec(_Model):
     replicas: Annotated[int, Field(ge=0, le=1000, json_schema_extra={"format": "int32"})] = 1
     """Number of model pods. Driven by `kubectl scale` or an HPA through the scale subresource."""
     autoscaling: AutoscalingSpec | None = None
-    """RESERVED for a later release (no effect today)."""
+    """Autoscaling on queue depth, tokens/s and KV-cache use (docs/autoscaling.md). While set, the autoscaler
+    owns `replicas`: leave `replicas` out of Git or ignore its differences (docs/autoscaling.md#gitops)."""
     rollout: RolloutSpec | None = None
     """RESERVED for a later release (no effect today)."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)

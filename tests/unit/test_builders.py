@@ -443,7 +443,7 @@ def test_revision_shape() -> None:
 SCALE_ONLY_PATCHES = [
     {"replicas": 7},
     {"replicas": 0},
-    {"autoscaling": {"minReplicas": 1, "maxReplicas": 9}},
+    {"autoscaling": {"minReplicas": 1, "maxReplicas": 9, "metrics": {"tokensPerSecond": 1500}}},
     {"rollout": {"strategy": "Canary", "canary": {"steps": [{"weight": 10}, {"weight": 100}]}}},
     {"service": {"type": "LoadBalancer", "annotations": {"a": "b"}}},
     {"monitoring": {"enabled": False}},
@@ -486,7 +486,7 @@ def test_revision_properties(replicas: int, max_replicas: int, image_tag: str) -
         {
             "runtime": {"image": f"example.com/triton:{image_tag}"},
             "replicas": replicas,
-            "autoscaling": {"minReplicas": 0, "maxReplicas": max_replicas},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": max_replicas, "metrics": {"queueDepth": 4}},
         }
     )
     assert builders.revision_hash(scaled) == builders.revision_hash(base)
