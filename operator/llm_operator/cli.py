@@ -89,6 +89,12 @@ def _dev_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _dev_traffic(args: argparse.Namespace) -> int:
+    from llm_operator.dev.traffic._cli import run
+
+    return run(args)
+
+
 def _crd(args: argparse.Namespace) -> int:
     from llm_operator._crd import crd_yaml
 
@@ -167,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--startup-delay", type=float, default=None, metavar="SECONDS",
                            help="with --metrics: seconds an emulated model pod exports nothing after it starts "
                            "(its model load time; the emulator's default if not given)")
+
+    traffic_help = "emulate the metrics of the model pods under a controllable load (see docs/metrics.md)"
+    traffic = dev_sub.add_parser("traffic", help=traffic_help, description=traffic_help)
+    from llm_operator.dev.traffic._cli import add_arguments as add_traffic_arguments
+
+    add_traffic_arguments(traffic)
+    traffic.set_defaults(func=_dev_traffic)
 
     crd = sub.add_parser("crd", help="print the LLMDeployment CRD generated from the API models")
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")

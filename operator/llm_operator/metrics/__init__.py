@@ -23,6 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, get_args
 
+from llm_runtime import metrics as _runtime
+
 from llm_operator.api import Backend
 
 RULES_PATH: Final = Path(__file__).with_name("recording_rules.yaml")
@@ -156,17 +158,17 @@ ADAPTER_METRICS: Final[dict[str, str]] = {
 
 
 class PythonSeries:
-    """``llm_runtime`` (runtime/llm_runtime/metrics.py); labels ``model``, ``version``."""
+    """``llm_runtime`` (names from runtime/llm_runtime/metrics.py); labels ``model``, ``version``."""
 
-    QUEUE_DEPTH: Final = "llm_queue_depth"
-    RUNNING_REQUESTS: Final = "llm_running_requests"
-    PROMPT_TOKENS: Final = "llm_prompt_tokens_total"
-    GENERATION_TOKENS: Final = "llm_generation_tokens_total"
-    TTFT: Final = "llm_time_to_first_token_seconds"
-    INTER_TOKEN_LATENCY: Final = "llm_inter_token_latency_seconds"
-    KV_CACHE_USAGE: Final = "llm_kv_cache_usage_ratio"
-    REQUESTS_FINISHED: Final = "llm_requests_finished_total"
-    REQUESTS_REJECTED: Final = "llm_requests_rejected_total"
+    QUEUE_DEPTH: Final = _runtime.METRIC_QUEUE_DEPTH
+    RUNNING_REQUESTS: Final = _runtime.METRIC_RUNNING_REQUESTS
+    PROMPT_TOKENS: Final = _runtime.METRIC_PROMPT_TOKENS
+    GENERATION_TOKENS: Final = _runtime.METRIC_GENERATION_TOKENS
+    TTFT: Final = _runtime.METRIC_TIME_TO_FIRST_TOKEN
+    INTER_TOKEN_LATENCY: Final = _runtime.METRIC_INTER_TOKEN_LATENCY
+    KV_CACHE_USAGE: Final = _runtime.METRIC_KV_CACHE_USAGE
+    REQUESTS_FINISHED: Final = _runtime.METRIC_REQUESTS_FINISHED
+    REQUESTS_REJECTED: Final = _runtime.METRIC_REQUESTS_REJECTED
     REQUESTS_FAILED: Final = "llm_requests_failed_total"
     """PROPOSED, not exported by llm_runtime yet: requests that left the batch with an internal error (a failed
     forward pass). Until the runtime adds it, failed requests count only in ``llm_requests_finished_total`` and

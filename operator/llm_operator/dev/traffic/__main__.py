@@ -1,0 +1,3 @@
+from llm_operator.dev.traffic._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,470 @@
+"""The traffic emulator's queueing model: pure, deterministic, advanced by an injected clock.
+
+A fluid (mean-value) model, documented in docs/metrics.md ("The traffic emulator"):
+
+* Each LLMDeployment has an offered load: ``rps`` requests/s with mean ``prompt_tokens`` and ``output_tokens``.
+  It is split equally across the LLMDeployment's *serving* pods (Ready, not terminating, past the startup delay),
+  as the Service's round robin would.
+* Each pod has ``batch_slots`` (B) and a decode throughput ``tokens_per_second`` (C) at a full batch. The
+  inter-token latency grows with the batch: ``itl(R) = (B / C) * (1 + R / B) / 2`` for R running requests, so a
+  full batch produces C tokens/s and a single request 2C/B.
+* Per time step dt: arrivals join the queue (beyond ``max_queue`` they are refused); free slots admit from the
+  queue (prefill); each running request emits ``dt / itl`` tokens and finishes with probability
+  ``1 - exp(-dt / (O * itl))`` (O = mean output tokens), so it emits O tokens on average.
+* Once the batch is full the queue drains at C / O requests/s: it grows when the load exceeds that and drains
+  when the load per pod falls below it (more pods, or less load).
+* Time to first token of a request admitted now: ``queue * O / C`` (its wait) ``+ P / prefill_tokens_per_second
+  + itl``. Latency histograms spread each step's observations over fixed log-normal deciles around the mean,
+  so p50 and p95 differ as they do in a real server.
+* Behaviours (per revision, or per image-tag suffix) scale the *observed* latencies and fail a fraction of
+  finished requests; they do not change throughput, so a slow canary does not disturb the queue.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from llm_operator.api import Backend
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Load:
+    """Offered load of one LLMDeployment: requests/s and mean token counts per request."""
+
+    rps: float = 0.0
+    prompt_tokens: float = 512.0
+    output_tokens: float = 256.0
+
+    def __post_init__(self) -> None:
+        if not (self.rps >= 0 and math.isfinite(self.rps)):
+            raise ValueError(f"rps must be a finite number >= 0, got {self.rps}")
+        if not (self.prompt_tokens >= 1 and math.isfinite(self.prompt_tokens)):
+            raise ValueError(f"promptTokens must be >= 1, got {self.prompt_tokens}")
+        if not (self.output_tokens >= 1 and math.isfinite(self.output_tokens)):
+            raise ValueError(f"outputTokens must be >= 1, got {self.output_tokens}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """What one pod of an LLMDeployment can do. ``max_queue`` None means the backend's default."""
+
+    tokens_per_second: float = 2500.0
+    batch_slots: int = 32
+    prefill_tokens_per_second: float = 20000.0
+    kv_cache_tokens: float = 32768.0
+    max_queue: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tokens_per_second > 0:
+            raise ValueError(f"tokensPerSecond must be > 0, got {self.tokens_per_second}")
+        if self.batch_slots < 1:
+            raise ValueError(f"batchSlots must be >= 1, got {self.batch_slots}")
+        if not self.prefill_tokens_per_second > 0:
+            raise ValueError(f"prefillTokensPerSecond must be > 0, got {self.prefill_tokens_per_second}")
+        if not self.kv_cache_tokens > 0:
+            raise ValueError(f"kvCacheTokens must be > 0, got {self.kv_cache_tokens}")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ValueError(f"maxQueue must be >= 0, got {self.max_queue}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Behaviour:
+    """How a revision misbehaves: factors on observed latencies and a fraction of failed requests."""
+
+    ttft_factor: float = 1.0
+    itl_factor: float = 1.0
+    error_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.ttft_factor > 0 and self.itl_factor > 0):
+            raise ValueError("ttftFactor and itlFactor must be > 0")
+        if not 0 <= self.error_ratio <= 1:
+            raise ValueError(f"errorRatio must be within 0..1, got {self.error_ratio}")
+
+
+NORMAL: Final = Behaviour()
+DEFAULT_BEHAVIOURS: Final[Mapping[str, Behaviour]] = {
+    "normal": NORMAL,
+    "slow": Behaviour(ttft_factor=3.0),
+    "faulty": Behaviour(error_ratio=0.2),
+}
+DEFAULT_IMAGE_TAG_SUFFIXES: Final[Mapping[str, str]] = {"-slow": "slow", "-faulty": "faulty"}
+
+# The admission queue each backend bounds by default: llm_runtime refuses beyond --max-queue-size (64); vLLM's
+# and TensorRT-LLM's executor queues are unbounded unless configured.
+DEFAULT_MAX_QUEUE: Final[Mapping[Backend, int | None]] = {"python": 64, "vllm": None, "tensorrtllm": None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodInfo:
+    """What the model needs to know about one model pod. ``ready_since`` is on the model's clock."""
+
+    namespace: str
+    name: str
+    llmdeployment: str
+    revision: str
+    backend: Backend
+    image: str
+    model: str
+    ready: bool
+    ready_since: float | None
+    terminating: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def image_tag(self) -> str:
+        return image_tag(self.image)
+
+
+def image_tag(image: str) -> str:
+    """The tag of an image reference ('' without one; a digest is not a tag)."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+
+# ------------------------------------------------------------------------------------------ histograms
+
+# Deciles of a log-normal distribution with mean 1: each step's observations are spread over these values.
+_DECILES: Final = tuple((i + 0.5) / 10 for i in range(10))
+
+
+def _spread(sigma: float) -> tuple[float, ...]:
+    z = [statistics.NormalDist().inv_cdf(p) for p in _DECILES]
+    raw = [math.exp(sigma * x) for x in z]
+    mean = sum(raw) / len(raw)
+    return tuple(r / mean for r in raw)
+
+
+LATENCY_SPREAD: Final = _spread(0.5)
+TOKEN_GAP_SPREAD: Final = _spread(0.2)
+
+
+@dataclass
+class Histogram:
+    """A cumulative Prometheus histogram with float counts (the model is fluid)."""
+
+    bounds: tuple[float, ...]
+    counts: list[float] = field(default_factory=list)
+    total: float = 0.0
+    count: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0.0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float, weight: float, *, spread: Sequence[float] = (1.0,)) -> None:
+        if weight <= 0:
+            return
+        part = weight / len(spread)
+        for m in spread:
+            v = value * m
+            i = next((k for k, b in enumerate(self.bounds) if v <= b), len(self.bounds))
+            self.counts[i] += part
+            self.total += v * part
+        self.count += weight
+
+    def cumulative(self) -> list[tuple[float, float]]:
+        """(upper bound, cumulative count) per bucket, the last bound being +Inf."""
+        out: list[tuple[float, float]] = []
+        acc = 0.0
+        for bound, c in zip((*self.bounds, math.inf), self.counts, strict=True):
+            acc += c
+            out.append((bound, acc))
+        return out
+
+
+# Bucket layouts of the real servers, so quantiles have the real resolution.
+RUNTIME_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+VLLM_TTFT_BUCKETS: Final = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                            10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+VLLM_ITL_BUCKETS: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                           20.0, 40.0, 80.0)
+VLLM_E2E_BUCKETS: Final = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+                           240.0, 480.0, 960.0, 1920.0, 7680.0)
+# Triton's first-response histogram is in milliseconds; the model keeps seconds and the exposition converts.
+TRITON_FIRST_RESPONSE_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                                          60.0)
+TRTLLM_TOKEN_LEN_BUCKETS: Final = (10.0, 50.0, 100.0, 500.0, 1000.0)
+
+_TTFT_BUCKETS: Final[Mapping[Backend, tuple[float, ...]]] = {
+    "python": RUNTIME_LATENCY_BUCKETS,
+    "vllm": VLLM_TTFT_BUCKETS,
+    "tensorrtllm": TRITON_FIRST_RESPONSE_BUCKETS_S,
+}
+_ITL_BUCKETS: Final[Mapping[Backend, tuple[float, ...]]] = {
+    "python": RUNTIME_LATENCY_BUCKETS,
+    "vllm": VLLM_ITL_BUCKETS,
+    "tensorrtllm": RUNTIME_LATENCY_BUCKETS,
+}
+
+# Triton's execute() of a python-based decoupled model returns as soon as the request is handed to the engine.
+PYTHON_EXECUTE_SECONDS: Final = 0.0005
+
+# ------------------------------------------------------------------------------------------ pod state
+
+
+@dataclass
+class PodState:
+    """Everything one pod's exporter would report: gauges, counters (float, fluid) and histograms."""
+
+    info: PodInfo
+    queue: float = 0.0
+    running: float = 0.0
+    arrived: float = 0.0
+    admitted: float = 0.0
+    prompt_tokens: float = 0.0
+    generated_tokens: float = 0.0
+    finished: float = 0.0
+    failed: float = 0.0
+    rejected: float = 0.0
+    execute_seconds: float = 0.0
+    request_seconds: float = 0.0
+    kv_cache_utilization: float = 0.0
+    ttft: Histogram = field(init=False)
+    itl: Histogram = field(init=False)
+    e2e: Histogram = field(init=False)
+    first_response: Histogram = field(init=False)
+    input_len: Histogram = field(init=False)
+    output_len: Histogram = field(init=False)
+    # Instantaneous values of the last step, for GET /state.
+    arrival_rps: float = 0.0
+    generation_tps: float = 0.0
+    last_ttft: float = 0.0
+    last_itl: float = 0.0
+
+    def __post_init__(self) -> None:
+        backend = self.info.backend
+        self.ttft = Histogram(_TTFT_BUCKETS[backend])
+        self.itl = Histogram(_ITL_BUCKETS[backend])
+        self.e2e = Histogram(VLLM_E2E_BUCKETS)
+        self.first_response = Histogram(TRITON_FIRST_RESPONSE_BUCKETS_S)
+        self.input_len = Histogram(TRTLLM_TOKEN_LEN_BUCKETS)
+        self.output_len = Histogram(TRTLLM_TOKEN_LEN_BUCKETS)
+
+    def step(self, *, dt: float, rps: float, load: Load, capacity: Capacity, behaviour: Behaviour) -> None:
+        """Advance this pod by ``dt`` seconds with ``rps`` requests/s arriving."""
+        slots = capacity.batch_slots
+        itl_full = slots / capacity.tokens_per_second
+        prompt, output = load.prompt_tokens, load.output_tokens
+
+        arrivals = rps * dt
+        self.arrived += arrivals
+        self.execute_seconds += arrivals * PYTHON_EXECUTE_SECONDS
+        queue = self.queue + arrivals
+        max_queue = capacity.max_queue if capacity.max_queue is not None else DEFAULT_MAX_QUEUE[self.info.backend]
+        if max_queue is not None and queue > max_queue:
+            self.rejected += queue - max_queue
+            queue = float(max_queue)
+        admitted = min(queue, max(0.0, slots - self.running))
+        queue -= admitted
+        self.running += admitted
+        self.admitted += admitted
+        self.prompt_tokens += admitted * prompt
+
+        itl = itl_full * (1 + self.running / slots) / 2
+        wait = queue * output / capacity.tokens_per_second
+        ttft = (wait + prompt / capacity.prefill_tokens_per_second + itl) * behaviour.ttft_factor
+        observed_itl = itl * behaviour.itl_factor
+        self.ttft.observe(ttft, admitted, spread=LATENCY_SPREAD)
+        self.first_response.observe(ttft, admitted, spread=LATENCY_SPREAD)
+
+        tokens = self.running * dt / itl
+        done = self.running * -math.expm1(-dt / (output * itl))
+        self.running -= done
+        self.generated_tokens += tokens
+        self.finished += done
+        self.failed += done * behaviour.error_ratio
+        latency = ttft + (output - 1) * observed_itl
+        self.request_seconds += done * latency
+        self.e2e.observe(latency, done, spread=LATENCY_SPREAD)
+        self.input_len.observe(prompt, done)
+        self.output_len.observe(output, done)
+        if self.info.backend == "python":
+            # llm_runtime observes one value per finished request: its mean gap between tokens.
+            self.itl.observe(observed_itl, done, spread=TOKEN_GAP_SPREAD)
+        else:
+            self.itl.observe(observed_itl, tokens * (output - 1) / output, spread=TOKEN_GAP_SPREAD)
+
+        self.queue = queue
+        self.kv_cache_utilization = min(1.0, self.running * (prompt + output / 2) / capacity.kv_cache_tokens)
+        self.arrival_rps = rps
+        self.generation_tps = tokens / dt if dt > 0 else 0.0
+        self.last_ttft = ttft
+        self.last_itl = observed_itl
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodView:
+    """A pod as the exposition and GET /state see it."""
+
+    state: PodState
+    started: bool
+    serving: bool
+    exporting: bool
+    behaviour: str
+
+
+class TrafficModel:
+    """Offered loads, pod capacities and behaviours, and the pods' queueing state, on an injected clock.
+
+    Not thread-safe: the server serialises calls with a lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: float,
+        startup_delay: float = 0.0,
+        max_step: float = 0.25,
+        behaviours: Mapping[str, Behaviour] = DEFAULT_BEHAVIOURS,
+        image_tag_suffixes: Mapping[str, str] = DEFAULT_IMAGE_TAG_SUFFIXES,
+    ) -> None:
+        if startup_delay < 0:
+            raise ValueError(f"startup delay must be >= 0, got {startup_delay}")
+        if max_step <= 0:
+            raise ValueError(f"max_step must be > 0, got {max_step}")
+        self.now = start
+        self.startup_delay = startup_delay
+        self.max_step = max_step
+        self.behaviours: dict[str, Behaviour] = dict(behaviours)
+        self.image_tag_suffixes: dict[str, str] = dict(image_tag_suffixes)
+        self.revision_behaviours: dict[str, str] = {}
+        self.loads: dict[tuple[str, str], Load] = {}
+        self.capacities: dict[tuple[str, str], Capacity] = {}
+        self.default_capacity = Capacity()
+        self.pods: dict[tuple[str, str], PodState] = {}
+
+    # ------------------------------------------------------------------ control
+
+    def set_load(self, *, namespace: str, name: str, load: Load) -> None:
+        self.loads[(namespace, name)] = load
+
+    def load_of(self, *, namespace: str, name: str) -> Load:
+        return self.loads.get((namespace, name), Load())
+
+    def set_capacity(self, *, namespace: str, name: str, capacity: Capacity) -> None:
+        self.capacities[(namespace, name)] = capacity
+
+    def capacity_of(self, *, namespace: str, name: str) -> Capacity:
+        return self.capacities.get((namespace, name), self.default_capacity)
+
+    def define_behaviour(self, *, name: str, behaviour: Behaviour) -> None:
+        self.behaviours[name] = behaviour
+
+    def assign_behaviour(
+        self, *, behaviour: str | None, revision: str | None = None, image_tag_suffix: str | None = None
+    ) -> None:
+        """Give pods of ``revision``, or pods whose image tag ends with ``image_tag_suffix``, a named behaviour
+        (None removes the assignment)."""
+        if (revision is None) == (image_tag_suffix is None):
+            raise ValueError("give exactly one of revision and imageTagSuffix")
+        if behaviour is not None and behaviour not in self.behaviours:
+            raise ValueError(f"unknown behaviour {behaviour!r}: define it first (known: {sorted(self.behaviours)})")
+        table = self.revision_behaviours if revision is not None else self.image_tag_suffixes
+        key = revision if revision is not None else image_tag_suffix
+        assert key is not None
+        if behaviour is None:
+            table.pop(key, None)
+        else:
+            table[key] = behaviour
+
+    def behaviour_name(self, info: PodInfo) -> str:
+        if info.revision in self.revision_behaviours:
+            return self.revision_behaviours[info.revision]
+        tag = info.image_tag
+        matches = [s for s in self.image_tag_suffixes if s and tag.endswith(s)]
+        if matches:
+            return self.image_tag_suffixes[max(matches, key=len)]
+        return "normal"
+
+    def behaviour_of(self, info: PodInfo) -> Behaviour:
+        return self.behaviours.get(self.behaviour_name(info), NORMAL)
+
+    # ------------------------------------------------------------------ pods
+
+    def sync_pods(self, pods: Iterable[PodInfo]) -> None:
+        """Make the model's pods exactly ``pods``: new ones start empty, gone ones are dropped, others keep
+        their queues."""
+        seen: dict[tuple[str, str], PodInfo] = {p.key: p for p in pods}
+        for key in list(self.pods):
+            if key not in seen:
+                del self.pods[key]
+        for key, info in seen.items():
+            state = self.pods.get(key)
+            if state is None or state.info.backend != info.backend:
+                self.pods[key] = PodState(info)
+            else:
+                state.info = info
+
+    def started(self, info: PodInfo, *, at: float | None = None) -> bool:
+        """Ready for at least the startup delay (the model has loaded; Triton opens its ports only then)."""
+        t = self.now if at is None else at
+        return info.ready and info.ready_since is not None and t >= info.ready_since + self.startup_delay
+
+    def serving(self, info: PodInfo, *, at: float | None = None) -> bool:
+        """Gets a share of the load: started and not terminating (endpoints drop terminating pods)."""
+        return self.started(info, at=at) and not info.terminating
+
+    # ------------------------------------------------------------------ time
+
+    def advance(self, *, to: float) -> None:
+        """Step the model from its current time to ``to`` in steps of at most ``max_step`` seconds."""
+        while self.now < to:
+            dt = min(self.max_step, to - self.now)
+            self._step(dt)
+            self.now += dt
+
+    def _step(self, dt: float) -> None:
+        # A pod that starts within this step serves from the next one.
+        serving_pods = {key for key, state in self.pods.items() if self.serving(state.info)}
+        per_llmd: dict[tuple[str, str], int] = {}
+        for key in serving_pods:
+            info = self.pods[key].info
+            per_llmd[(info.namespace, info.llmdeployment)] = per_llmd.get((info.namespace, info.llmdeployment), 0) + 1
+        for pod_key, state in self.pods.items():
+            info = state.info
+            key = (info.namespace, info.llmdeployment)
+            load = self.load_of(namespace=key[0], name=key[1])
+            rps = load.rps / per_llmd[key] if pod_key in serving_pods else 0.0
+            state.step(
+                dt=dt,
+                rps=rps,
+                load=load,
+                capacity=self.capacity_of(namespace=key[0], name=key[1]),
+                behaviour=self.behaviour_of(info),
+            )
+
+    # ------------------------------------------------------------------ views
+
+    def views(self) -> list[PodView]:
+        out = []
+        for key in sorted(self.pods):
+            state = self.pods[key]
+            started = self.started(state.info)
+            out.append(
+                PodView(
+                    state=state,
+                    started=started,
+                    serving=started and not state.info.terminating,
+                    exporting=started,
+                    behaviour=self.behaviour_name(state.info),
+                )
+            )
+        return out
+
+    def exporting(self) -> list[PodState]:
+        """Pods whose metrics are visible: started (Ready past the startup delay)."""
+        return [v.state for v in self.views() if v.exporting]
+
