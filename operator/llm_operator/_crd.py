@@ -44,6 +44,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
         "description": "Reason of the Ready condition.",
     },
+    {
+        "name": "Scaling",
+        "type": "string",
+        "jsonPath": ".status.autoscaling.summary",
+        "description": "Autoscaling: desired vs current replicas, or what limits scaling.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Revision",

@@ -47,6 +47,10 @@ KINDS: tuple[Kind, ...] = (
          crd="podmonitors.monitoring.coreos.com"),
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", _OWN, child=True, prunable=True,
          crd="servicemonitors.monitoring.coreos.com"),
+    Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _OWN, child=True, prunable=True,
+         watched=True),  # its status (metrics, decisions) feeds status.autoscaling
+    Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", _OWN, child=True, prunable=True,
+         crd="scaledobjects.keda.sh"),
     # Read only: what the preflight checks and status need, nothing more.
     Kind("v1", "Secret", "secrets", ("get",)),  # existence by the name the spec gives; never listed
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", ("get",)),

@@ -23,6 +23,7 @@ from llm_operator import _kinds as registry
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
 from llm_operator._k8s import KubeAPI, KubeError
+from llm_operator._scaling import SCALING_ACTIVE, SCALING_LIMITED, PendingGPUs, explain
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
 from llm_operator.builders import build_children, revision_hash
 from llm_operator.rollout import RevisionState, plan
@@ -31,6 +32,7 @@ log = logging.getLogger("llm_operator.reconcile")
 
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+AUTOSCALER_KINDS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
 # Clusters with node auto-provisioning (Karpenter, cluster-autoscaler) create GPU nodes on demand;
 # there a missing product is not an error.
 SKIP_NODE_CHECK_ENV = "LLMOPS_SKIP_NODE_CHECK"
@@ -205,15 +207,23 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
-def _unschedulable(kube: KubeAPI, namespace: str, deploy: Mapping[str, Any]) -> str | None:
-    """The scheduler's message for a Pending pod of this Deployment, if any pod is unschedulable."""
+def _unschedulable(kube: KubeAPI, namespace: str, deploy: Mapping[str, Any]) -> list[str]:
+    """The scheduler's message for each Pending pod of this Deployment that it could not place."""
     labels = deploy["spec"]["selector"].get("matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    messages = []
     for pod in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                return str(cond.get("message") or "unschedulable")
-    return None
+                messages.append(str(cond.get("message") or "unschedulable"))
+    return messages
+
+
+def _gpus_per_pod(llmd: LLMDeployment) -> int:
+    resources = llmd.spec.resources
+    return resources.gpu.count if resources.gpu else resources.mig.count if resources.mig else 0
 
 
 def reconcile(
@@ -261,12 +271,15 @@ def reconcile(
 
     # A monitor is built only when the cluster serves the kind the spec asks for (Prometheus Operator CRDs).
     monitoring_crds = llmd.spec.monitoring.kind in monitor_kinds
-    children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds)
+    keda_installed = "ScaledObject" in monitor_kinds
+    children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds,
+                              keda_crd=keda_installed)
     terminating = _terminating_pods(kube, namespace, selector_labels, deployments) if old else None
     rollout = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
                    old=[_state(d, terminating) for d in old])
     desired_keys = set()
     service: dict[str, Any] | None = None
+    autoscaler: dict[str, Any] | None = None
     for child in children:
         desired_keys.add(_key(child))
         if child["kind"] == "Deployment":
@@ -277,6 +290,8 @@ def reconcile(
                 service = child
             live = kube.get(api_version=child["apiVersion"], kind=child["kind"], namespace=namespace,
                             name=child["metadata"]["name"])
+        if child["kind"] in AUTOSCALER_KINDS:
+            autoscaler = live
         if live is None or not contains(child, live):
             try:
                 applied = kube.apply(child)
@@ -289,6 +304,8 @@ def reconcile(
                 raise
             if child["kind"] == "Deployment":
                 current = applied
+            elif child["kind"] in AUTOSCALER_KINDS:
+                autoscaler = applied
     for old_name, replicas in rollout.scale.items():
         kube.patch(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name,
                    body={"spec": {"replicas": replicas}}, subresource="scale")
@@ -298,16 +315,20 @@ def reconcile(
     _prune(kube, namespace, meta.get("uid"), selector_labels, desired_keys,
            keep_revisions={_revision_of(d) for d in old}, monitor_kinds=monitor_kinds)
 
+    pending: PendingGPUs | None = None
     if current is not None and problems == []:
         status = current.get("status") or {}
         # While our own pods are terminating they still hold GPUs that a Pending pod waits for: that is a
         # rollout step, not an unschedulable spec.
         draining = any(_state(d, terminating).terminating for d in [current, *old])
         if int(status.get("readyReplicas", 0)) < rollout.current_replicas and not draining:
-            message = _unschedulable(kube, namespace, current) if rollout.current_replicas else None
-            if message:
-                problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {message}"))
-    observed = _Observed(llmd, revision, current, old, service)
+            messages = _unschedulable(kube, namespace, current) if rollout.current_replicas else []
+            if messages:
+                problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {messages[0]}"))
+                short = [m for m in messages if f"Insufficient {builders.GPU_RESOURCE}" in m or "nvidia.com/mig-" in m]
+                if short:
+                    pending = PendingGPUs(pods=len(short), gpus_per_pod=_gpus_per_pod(llmd), message=short[0])
+    observed = _Observed(llmd, revision, current, old, service, autoscaler, pending, keda_installed)
     return _finish(kube, body, old_status, generation, problems=problems, observed=observed, record=record,
                    writes_before=writes_before)
 
@@ -351,6 +372,9 @@ class _Observed:
     current: Mapping[str, Any] | None
     old: Sequence[Mapping[str, Any]]
     service: Mapping[str, Any] | None
+    autoscaler: Mapping[str, Any] | None = None
+    pending: PendingGPUs | None = None
+    keda_installed: bool = False
 
 
 def _finish(
@@ -409,6 +433,14 @@ def _finish(
         progressing = Condition(conds.PROGRESSING, False, "RolloutComplete",
                                 f"revision {status.get('revision', '?')} is fully rolled out")
     new_conditions = [ready_cond, progressing, degraded]
+    scale_events: list[tuple[str, str, str]] = []
+    if observed is not None and observed.llmd.spec.autoscaling is not None:
+        explained = explain(spec=observed.llmd.spec.autoscaling, namespace=namespace, autoscaler=observed.autoscaler,
+                            previous=old_status.get("autoscaling"), keda_installed=observed.keda_installed,
+                            pending=observed.pending)
+        status["autoscaling"] = explained.status
+        new_conditions += explained.conditions
+        scale_events = explained.events
     status["conditions"] = conds.merge(old_status.get("conditions"), new_conditions, generation=generation)
 
     comparable = {k: v for k, v in status.items() if k != "conditions"}
@@ -428,6 +460,8 @@ def _finish(
             subresource="status",
         )
         _transitions(old_status, new_conditions, record)
+        for type_, reason, message in scale_events:
+            record(type_=type_, reason=reason, message=message)
     return Outcome(
         ready=ready_cond.status,
         reason=ready_cond.reason,
@@ -452,3 +486,8 @@ def _transitions(old_status: Mapping[str, Any], new: list[Condition], record: Ca
             record(type_="Normal", reason="Ready", message=cond.message)
         elif cond.type == conds.PROGRESSING and cond.status:
             record(type_="Normal", reason="RolloutStarted", message=cond.message)
+        elif cond.type == SCALING_LIMITED and cond.status:
+            record(type_="Warning" if cond.reason == "InsufficientGPU" else "Normal", reason=cond.reason,
+                   message=cond.message)
+        elif cond.type == SCALING_ACTIVE and not cond.status and cond.reason != "AutoscalerStarting":
+            record(type_="Warning", reason=cond.reason, message=cond.message)

@@ -821,6 +821,38 @@ class Endpoints(_Model):
     """Prometheus metrics URL, e.g. `http://<name>.<namespace>.svc:8002/metrics`."""
 
 
+class ScalingMetricStatus(_Model):
+    """One autoscaling metric: its current average per replica against the target."""
+
+    name: Literal["queueDepth", "tokensPerSecond", "kvCacheUtilization"]
+    """The metric, as named in spec.autoscaling.metrics."""
+    target: float
+    """Target average per replica."""
+    current: float | None = None
+    """Current average per replica as the autoscaler last read it; absent while it has no data."""
+
+
+class AutoscalingStatus(_Model):
+    """What the autoscaler sees and decided, and what limits it (docs/autoscaling.md)."""
+
+    provider: Literal["HPA", "KEDA"]
+    """Which autoscaler the operator created."""
+    current_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Replicas the autoscaler counted at its last sync."""
+    desired_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Replicas the autoscaler wants now."""
+    metrics: Annotated[list[ScalingMetricStatus], Field(max_length=8)] = Field(default_factory=list)
+    """Each metric's current value against its target."""
+    last_scale_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the autoscaler last changed the replica count."""
+    last_scale: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The last change, e.g. `2 -> 4`."""
+    limited_by: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """What holds scaling back now (the ScalingLimited reason), if anything."""
+    summary: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """One line for `kubectl get llmd`: desired vs current replicas, or the limiting reason."""
+
+
 class LLMDeploymentStatus(_Model):
     """Observed state, written only by the operator."""
 
@@ -844,6 +876,8 @@ class LLMDeploymentStatus(_Model):
     """GPUs per replica for display, e.g. `8x NVIDIA-H100-80GB-HBM3`, `1x mig-1g.10gb` or `none`."""
     ready_text: Annotated[str, StringConstraints(max_length=32)] | None = None
     """Ready over desired replicas for display, e.g. `2/3`."""
+    autoscaling: AutoscalingStatus | None = None
+    """Present while spec.autoscaling is set."""
     conditions: Annotated[
         list[Condition],
         Field(
@@ -851,7 +885,8 @@ class LLMDeploymentStatus(_Model):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         ),
     ] = Field(default_factory=list)
-    """`Ready`, `Progressing` and `Degraded`, with reasons a person can act on."""
+    """`Ready`, `Progressing` and `Degraded` (plus `ScalingActive` and `ScalingLimited` while autoscaling), with
+    reasons a person can act on."""
 
 
 # ---------------------------------------------------------------------------------------------- root

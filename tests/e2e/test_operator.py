@@ -298,6 +298,8 @@ def assert_render_matches_live(cluster: Cluster, namespace: str, name: str, tmp_
     rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
     monitoring = {"enabled": True, "kind": "PodMonitor", **live_llmd["spec"].get("monitoring", {})}
     kinds = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"] + [monitoring["kind"]] * monitoring["enabled"]
+    if (live_llmd["spec"].get("autoscaling") or {"provider": "KEDA"}).get("provider", "HPA") == "HPA":
+        kinds.append("HorizontalPodAutoscaler")
     assert sorted(d["kind"] for d in rendered) == sorted(kinds)
     revisions = {d["metadata"]["labels"][REVISION_LABEL] for d in rendered if d["kind"] == "Deployment"}
     assert revisions == {live_llmd["status"]["revision"]}

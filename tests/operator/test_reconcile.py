@@ -148,3 +148,56 @@ def test_without_terminating_replicas_in_status_the_pods_are_counted() -> None:
     kube.objects.pop(("v1", "Pod", NS, "m-old-1"))
     _again(kube)
     assert _deployments(kube)[new_rev]["spec"]["replicas"] == 1
+
+
+AUTOSCALING = {"minReplicas": 1, "maxReplicas": 6, "metrics": {"queueDepth": 4}}
+
+
+def test_autoscaling_creates_an_hpa_reads_its_decisions_and_never_writes_spec() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube, autoscaling=AUTOSCALING))
+    (hpa,) = kube.find("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "LLMDeployment"
+    assert _condition(kube, "ScalingActive")["reason"] == "AutoscalerStarting"
+    # The HPA scales the LLMDeployment through /scale (spec.replicas) and reports why in its status.
+    obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    obj["spec"]["replicas"] = 4
+    kube.put(obj)
+    hpa["status"] = {"currentReplicas": 2, "desiredReplicas": 4, "lastScaleTime": "2026-11-23T05:00:00Z",
+                     "conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}],
+                     "currentMetrics": [{"type": "Pods", "pods": {"metric": {"name": "llmops_queue_depth"},
+                                                                  "current": {"averageValue": "9"}}}]}
+    kube.put(hpa)
+    before = kube.writes
+    _again(kube)
+    assert _deployments(kube).popitem()[1]["spec"]["replicas"] == 4
+    status = (kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS,
+                       name="m") or {})["status"]["autoscaling"]
+    assert status["desiredReplicas"] == 4 and status["metrics"][0]["current"] == 9.0
+    assert _condition(kube, "ScalingActive")["reason"] == "ValidMetricFound"
+    assert not [w for w in kube.log[before:] if w[1] == "HorizontalPodAutoscaler"], "the HPA was rewritten"
+    assert all(not (w[1] == "LLMDeployment" and w[0] == "apply") for w in kube.log), "the operator wrote spec"
+    settled = kube.writes
+    _again(kube)
+    assert kube.writes == settled, kube.log[settled:]
+
+
+def test_turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replica_count() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube, autoscaling=AUTOSCALING))
+    obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    obj["spec"]["replicas"] = 5  # where the HPA left it
+    kube.put(obj)
+    _again(kube)
+    # The user removes the autoscaling block (and, as docs/autoscaling.md says, leaves replicas alone).
+    obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    del obj["spec"]["autoscaling"]
+    obj["metadata"]["generation"] = 2
+    kube.put(obj)
+    _again(kube)
+    assert kube.find("HorizontalPodAutoscaler") == []
+    assert _deployments(kube).popitem()[1]["spec"]["replicas"] == 5
+    status = (kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS,
+                       name="m") or {})["status"]
+    assert "autoscaling" not in status
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}

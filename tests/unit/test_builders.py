@@ -593,6 +593,7 @@ GOLDEN_REVISIONS = {
     "mistral-7b-spot.yaml": "r4f9e47ccf",
     "qwen-7b-mig.yaml": "r8b1c07a57",
     "smollm-cpu.yaml": "r1709147ab",
+    "qwen-7b-autoscaled.yaml": "r63a1ecbd9",
 }
 MINIMAL = {
     "apiVersion": api.API_VERSION,

@@ -78,7 +78,7 @@ def test_scale_paths_point_at_fields_of_the_right_type(schema: dict[str, Any]) -
 
 def test_printer_columns_resolve_to_schema_fields(crd: dict[str, Any], schema: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(columns)[:6] == ["Model", "Backend", "GPU", "Ready", "Reason", "Age"]
+    assert list(columns)[:7] == ["Model", "Backend", "GPU", "Ready", "Reason", "Scaling", "Age"]
     for col in columns.values():
         path = col["jsonPath"]
         if path.startswith(".metadata") or "[?(" in path:

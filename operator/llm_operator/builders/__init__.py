@@ -44,6 +44,12 @@ from ._meta import (
     selector_labels,
     selector_string,
 )
+from .autoscaling import (
+    DEFAULT_BEHAVIOR,
+    build_autoscaler,
+    build_hpa,
+    build_scaled_object,
+)
 from .pod import (
     build_pod_template,
     revision_hash,
@@ -72,6 +78,7 @@ __all__ = [
     "COMPONENT_MONITORING",
     "COMPONENT_REPOSITORY",
     "COMPONENT_SERVER",
+    "DEFAULT_BEHAVIOR",
     "DEFAULT_IMAGES",
     "FETCH_IMAGE",
     "GPU_RESOURCE",
@@ -91,12 +98,15 @@ __all__ = [
     "TRITON_RELEASE",
     "TRTLLM_EXECUTOR_WORKER",
     "RenderError",
+    "build_autoscaler",
     "build_children",
     "build_deployment",
+    "build_hpa",
     "build_model_repository_configmap",
     "build_monitor",
     "build_pdb",
     "build_pod_template",
+    "build_scaled_object",
     "build_service",
     "common_labels",
     "deployment_name",

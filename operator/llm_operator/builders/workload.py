@@ -16,6 +16,7 @@ from ._meta import (
     deployment_name,
     selector_labels,
 )
+from .autoscaling import build_autoscaler
 from .pod import build_pod_template, revision_hash
 from .repository import build_model_repository_configmap
 
@@ -136,10 +137,10 @@ def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | N
 
 
 def build_children(
-    llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None, monitoring_crds: bool
+    llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None, monitoring_crds: bool, keda_crd: bool = False
 ) -> list[dict[str, Any]]:
     """Every child of the current revision, in apply order: the repository before the pods that mount it,
-    the Service before the pods (so endpoints appear as pods become ready), the monitor last."""
+    the Service before the pods (so endpoints appear as pods become ready), the monitor and autoscaler last."""
     revision = revision_hash(llmd)
     children = [
         build_model_repository_configmap(llmd, namespace=namespace, revision=revision, owner_uid=owner_uid),
@@ -149,4 +150,7 @@ def build_children(
     ]
     if monitoring_crds and llmd.spec.monitoring.enabled:
         children.append(build_monitor(llmd, namespace=namespace, owner_uid=owner_uid))
+    autoscaler = build_autoscaler(llmd, namespace=namespace, owner_uid=owner_uid, keda_crd=keda_crd)
+    if autoscaler is not None:
+        children.append(autoscaler)
     return children
