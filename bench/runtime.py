@@ -13,11 +13,12 @@ OpenAI front (`llmctl serve`, streaming SSE), i.e. the full path a client sees.
 
 Reported per server and concurrency: output tokens/s, time to first token and end-to-end latency (p50,
 p99), CPU-seconds per output token (user + system of the server's whole process tree: for llm_runtime
-tritonserver, the python stub and the front), and peak RSS. The pair of servers runs --repeats times,
-in alternating order, and the runtime/baseline ratios are reported as min / median / max over the
-repeats. Time to first token for the baseline is its full latency: it sends nothing before the end.
-Only ratios measured in the same run are meaningful; absolute numbers depend on the machine and on what
-else runs on it (the load average is printed).
+tritonserver, the python stub and the front), and peak RSS. Both servers stay up; for each of --repeats
+runs and each concurrency the two are measured back to back, the order alternating, and the
+runtime/baseline ratios are reported as min / median / max over the runs. Time to first token for the
+baseline is its full latency: it sends nothing before the end. Only ratios measured in the same run are
+meaningful; absolute numbers depend on the machine and on what else runs on it (the load average is
+printed). CPU-seconds per token depend least on that load.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Result:
     errors: int = 0
     peak_rss_mb: float = 0.0
     cpu_s: float = 0.0  # CPU-seconds (user + system) of the server's process tree during the run
+    other_cpu_s: float = 0.0  # the same for the other, idle, server meanwhile
 
     @property
     def tok_s(self) -> float:
@@ -290,50 +292,70 @@ def _serve_cmd(
     return cmd, f"http://127.0.0.1:{port}/v1/completions", f"http://127.0.0.1:{port}/health"
 
 
-def run_server(kind: str, args: argparse.Namespace, model_dir: Path, work: Path, prompt: str,
-               repeat: int) -> dict[int, Result]:
-    """Start one server pinned to --cpus, drive it at every concurrency, stop it."""
-    pythonpath = os.pathsep.join([str(HERE.parent / "runtime"), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=pythonpath)
+class Server:
+    """One server process, pinned to --cpus with taskset (which execs it: the pid is the server itself, and
+    its children inherit the pinning)."""
+
+    def __init__(self, kind: str, args: argparse.Namespace, model_dir: Path, work: Path) -> None:
+        pythonpath = os.pathsep.join([str(HERE.parent / "runtime"), os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        self.kind = kind
+        cmd, self.url, self.health = _serve_cmd(kind, args, model_dir, work, _free_port())
+        self.log = open(work / f"{kind}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(["taskset", "-c", args.cpus, *cmd], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
+def measure(server: Server, other: Server, args: argparse.Namespace, prompt: str, c: int, run: int) -> Result:
     sampling = Sampling(args.temperature, args.top_k)
-    cmd, url, health = _serve_cmd(kind, args, model_dir, work, _free_port())
-    out: dict[int, Result] = {}
-    log = open(work / f"{kind}-{repeat}.log", "wb")  # noqa: SIM115
-    # taskset execs the server, so the pid below is the server itself and its children inherit the pinning.
-    proc = subprocess.Popen(["taskset", "-c", args.cpus, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_http(health, proc)
-        # Warm-up: first-call costs (allocator, kernels) are not what we compare.
-        asyncio.run(_drive(kind, url, "bench", prompt, 8, 2, 2, sampling))
-        for c in args.concurrency:
-            n_req = max(args.min_requests, c * args.rounds)
-            rss = RssSampler(proc.pid)
-            cpu0 = tree_cpu_seconds(proc.pid)
-            res = asyncio.run(_drive(kind, url, "bench", prompt, args.output_tokens, c, n_req, sampling))
-            res.cpu_s = tree_cpu_seconds(proc.pid) - cpu0
-            res.peak_rss_mb = rss.stop()
-            out[c] = res
-            print(f"  run {repeat + 1} {kind:8s} c={c:<3d} {res.tok_s:8.1f} tok/s  p99 TTFT {_pct(res.ttft, .99):.3f}s"
-                  f"  p99 latency {_pct(res.latency, .99):.3f}s  {res.cpu_per_token * 1e3:.2f} CPU-ms/token"
-                  f"  errors {res.errors}  load {os.getloadavg()[0]:.2f}", flush=True)
-    finally:
-        _stop(proc)
-        log.close()
-    return out
+    n_req = max(args.min_requests, c * args.rounds)
+    rss = RssSampler(server.proc.pid)
+    cpu0, other0 = tree_cpu_seconds(server.proc.pid), tree_cpu_seconds(other.proc.pid)
+    res = asyncio.run(_drive(server.kind, server.url, "bench", prompt, args.output_tokens, c, n_req, sampling))
+    res.cpu_s = tree_cpu_seconds(server.proc.pid) - cpu0
+    res.other_cpu_s = tree_cpu_seconds(other.proc.pid) - other0
+    res.peak_rss_mb = rss.stop()
+    print(f"  run {run + 1} {server.kind:8s} c={c:<3d} {res.tok_s:8.1f} tok/s  p99 TTFT {_pct(res.ttft, .99):.3f}s"
+          f"  p99 latency {_pct(res.latency, .99):.3f}s  {res.cpu_per_token * 1e3:.2f} CPU-ms/token"
+          f"  errors {res.errors}  load {os.getloadavg()[0]:.2f}", flush=True)
+    return res
 
 
 Runs = list[dict[str, dict[int, Result]]]
 
 
 def run_servers(args: argparse.Namespace, model_dir: Path, work: Path) -> Runs:
+    """Both servers up at once; each (run, concurrency) pair is measured back to back, in alternating order.
+
+    On a shared machine the load drifts over minutes; measuring the two halves of every ratio seconds apart,
+    rather than one server's whole run after the other's, keeps that drift out of the ratios. The idle
+    server's own CPU use meanwhile is recorded (the report prints its maximum).
+    """
     from transformers import AutoTokenizer
 
     prompt = _prompt(AutoTokenizer.from_pretrained(str(model_dir)), args.prompt_tokens)
-    runs: Runs = []
-    for repeat in range(args.repeats):
-        # Alternate the order, so neither server always runs on a warmer (or more loaded) machine.
-        order = ("baseline", "runtime") if repeat % 2 == 0 else ("runtime", "baseline")
-        runs.append({kind: run_server(kind, args, model_dir, work, prompt, repeat) for kind in order})
+    servers = {kind: Server(kind, args, model_dir, work) for kind in ("baseline", "runtime")}
+    try:
+        for srv in servers.values():
+            _wait_http(srv.health, srv.proc)
+            # Warm-up: first-call costs (allocator, kernels) are not what we compare.
+            asyncio.run(_drive(srv.kind, srv.url, "bench", prompt, 8, 2, 2, Sampling(args.temperature, args.top_k)))
+        runs: Runs = [{"baseline": {}, "runtime": {}} for _ in range(args.repeats)]
+        pair = 0
+        for run in range(args.repeats):
+            for c in args.concurrency:
+                order = ("baseline", "runtime") if pair % 2 == 0 else ("runtime", "baseline")
+                pair += 1
+                for kind in order:
+                    other = servers["runtime" if kind == "baseline" else "baseline"]
+                    runs[run][kind][c] = measure(servers[kind], other, args, prompt, c, run)
+    finally:
+        for srv in servers.values():
+            srv.stop()
     return runs
 
 
@@ -361,12 +383,14 @@ def device_name() -> str:
 
 
 def report(args: argparse.Namespace, runs: Runs, load: tuple[float, float]) -> str:
+    idle = max(r.other_cpu_s / r.wall for run in runs for by_c in run.values() for r in by_c.values())
     lines = [
         f"prompt {args.prompt_tokens} tokens, output {args.output_tokens} tokens, model hidden {args.hidden} x "
         f"{args.layers} layers, {args.heads} heads (random weights), {device_name()}; both servers pinned to CPUs "
         f"{args.cpus} (taskset), torch threads {max(1, len(_cpu_list(args.cpus)) // 2)} per server; sampling "
-        f"temperature {args.temperature}, top-k {args.top_k}, top-p 1; {len(runs)} runs in alternating order; "
-        f"load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end",
+        f"temperature {args.temperature}, top-k {args.top_k}, top-p 1; {len(runs)} runs, the two measurements of "
+        f"each ratio back to back in alternating order (the idle server used at most {idle:.1%} of one CPU "
+        f"meanwhile); load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end",
         "",
         "| run | server | concurrency | requests | output tok/s | p50 TTFT s | p99 TTFT s | p50 latency s |"
         " p99 latency s | CPU-ms per token | peak RSS MiB | errors |",
