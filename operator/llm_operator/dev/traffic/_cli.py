@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         log(f"control file {args.config} does not exist")
         return 2
     host, port = args.listen
+    # Serve at once, even before the first pod list: /healthz tells the starter the process is up, and a list
+    # that fails (API server not ready yet) is retried by the watch thread.
     source = KubePodSource(kubeconfig=args.kubeconfig, log=log).start()
-    if not source.wait_synced(30):
-        log("could not list pods within 30 s; check --kubeconfig (still trying)")
     model = TrafficModel(start=time.time(), startup_delay=args.startup_delay)
     emulator = Emulator(model=model, source=source, clock=time.time)
     server = TrafficServer(

@@ -8,11 +8,13 @@ A fluid (mean-value) model, documented in docs/metrics.md ("The traffic emulator
 * Each pod has ``batch_slots`` (B) and a decode throughput ``tokens_per_second`` (C) at a full batch. The
   inter-token latency grows with the batch: ``itl(R) = (B / C) * (1 + R / B) / 2`` for R running requests, so a
   full batch produces C tokens/s and a single request 2C/B.
-* Per time step dt: arrivals join the queue (beyond ``max_queue`` they are refused); free slots admit from the
-  queue (prefill); each running request emits ``dt / itl`` tokens and finishes with probability
-  ``1 - exp(-dt / (O * itl))`` (O = mean output tokens), so it emits O tokens on average.
-* Once the batch is full the queue drains at C / O requests/s: it grows when the load exceeds that and drains
-  when the load per pod falls below it (more pods, or less load).
+* Requests are a fluid: each running request emits a token every ``itl`` seconds and finishes at rate
+  ``1 / (O * itl)`` (O = mean output tokens), so it emits O tokens on average. While there is no queue the
+  batch follows ``R' = rps - R / (O * itl)``; once it is full it serves C / O requests/s and the queue moves at
+  ``rps - C / O`` (arrivals beyond ``max_queue`` are refused). :func:`flow` solves this exactly over each time
+  step (the ITL is held at its value at the start of the step), so the result barely depends on the step size.
+* So the queue grows when the load exceeds C / O per pod and drains when the load per pod falls below it
+  (more pods, or less load).
 * Time to first token of a request admitted now: ``queue * O / C`` (its wait) ``+ P / prefill_tokens_per_second
   + itl``. Latency histograms spread each step's observations over fixed log-normal deciles around the mean,
   so p50 and p95 differ as they do in a real server.
@@ -253,53 +255,117 @@ class PodState:
     def step(self, *, dt: float, rps: float, load: Load, capacity: Capacity, behaviour: Behaviour) -> None:
         """Advance this pod by ``dt`` seconds with ``rps`` requests/s arriving."""
         slots = capacity.batch_slots
-        itl_full = slots / capacity.tokens_per_second
         prompt, output = load.prompt_tokens, load.output_tokens
-
-        arrivals = rps * dt
-        self.arrived += arrivals
-        self.execute_seconds += arrivals * PYTHON_EXECUTE_SECONDS
-        queue = self.queue + arrivals
         max_queue = capacity.max_queue if capacity.max_queue is not None else DEFAULT_MAX_QUEUE[self.info.backend]
-        if max_queue is not None and queue > max_queue:
-            self.rejected += queue - max_queue
-            queue = float(max_queue)
-        admitted = min(queue, max(0.0, slots - self.running))
-        queue -= admitted
-        self.running += admitted
-        self.admitted += admitted
-        self.prompt_tokens += admitted * prompt
+        itl = inter_token_latency(running=min(self.running, slots), capacity=capacity)
+        f = flow(dt=dt, rps=rps, queue=self.queue, running=self.running, slots=slots, tau=output * itl,
+                 max_queue=max_queue)
 
-        itl = itl_full * (1 + self.running / slots) / 2
-        wait = queue * output / capacity.tokens_per_second
+        self.arrived += rps * dt
+        self.execute_seconds += rps * dt * PYTHON_EXECUTE_SECONDS
+        self.rejected += f.rejected
+        self.admitted += f.admitted
+        self.prompt_tokens += f.admitted * prompt
+        self.queue, self.running = f.queue, f.running
+
+        # A request admitted now waited for the queue ahead of it, drained at C / O requests/s by a full batch.
+        wait = f.queue * output / capacity.tokens_per_second
         ttft = (wait + prompt / capacity.prefill_tokens_per_second + itl) * behaviour.ttft_factor
         observed_itl = itl * behaviour.itl_factor
-        self.ttft.observe(ttft, admitted, spread=LATENCY_SPREAD)
-        self.first_response.observe(ttft, admitted, spread=LATENCY_SPREAD)
+        self.ttft.observe(ttft, f.admitted, spread=LATENCY_SPREAD)
+        self.first_response.observe(ttft, f.admitted, spread=LATENCY_SPREAD)
 
-        tokens = self.running * dt / itl
-        done = self.running * -math.expm1(-dt / (output * itl))
-        self.running -= done
+        tokens = f.done * output
         self.generated_tokens += tokens
-        self.finished += done
-        self.failed += done * behaviour.error_ratio
+        self.finished += f.done
+        self.failed += f.done * behaviour.error_ratio
         latency = ttft + (output - 1) * observed_itl
-        self.request_seconds += done * latency
-        self.e2e.observe(latency, done, spread=LATENCY_SPREAD)
-        self.input_len.observe(prompt, done)
-        self.output_len.observe(output, done)
+        self.request_seconds += f.done * latency
+        self.e2e.observe(latency, f.done, spread=LATENCY_SPREAD)
+        self.input_len.observe(prompt, f.done)
+        self.output_len.observe(output, f.done)
         if self.info.backend == "python":
             # llm_runtime observes one value per finished request: its mean gap between tokens.
-            self.itl.observe(observed_itl, done, spread=TOKEN_GAP_SPREAD)
+            self.itl.observe(observed_itl, f.done, spread=TOKEN_GAP_SPREAD)
         else:
-            self.itl.observe(observed_itl, tokens * (output - 1) / output, spread=TOKEN_GAP_SPREAD)
+            self.itl.observe(observed_itl, f.done * (output - 1), spread=TOKEN_GAP_SPREAD)
 
-        self.queue = queue
         self.kv_cache_utilization = min(1.0, self.running * (prompt + output / 2) / capacity.kv_cache_tokens)
         self.arrival_rps = rps
         self.generation_tps = tokens / dt if dt > 0 else 0.0
         self.last_ttft = ttft
         self.last_itl = observed_itl
+
+
+def inter_token_latency(*, running: float, capacity: Capacity) -> float:
+    """Seconds between two tokens of one request with ``running`` requests in the batch: B / C at a full batch
+    (so the batch makes C tokens/s), half that for a lone request."""
+    slots = capacity.batch_slots
+    return slots / capacity.tokens_per_second * (1 + running / slots) / 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flow:
+    queue: float
+    running: float
+    admitted: float
+    done: float
+    rejected: float
+
+
+def flow(
+    *, dt: float, rps: float, queue: float, running: float, slots: int, tau: float, max_queue: int | None
+) -> Flow:
+    """Exact solution of the fluid queue over ``dt`` seconds.
+
+    Requests arrive at ``rps``; each running one finishes at rate ``1 / tau``; at most ``slots`` run. Two
+    regimes, and a step crosses at most two boundaries between them:
+
+    * full batch (a queue, or arrivals at least the service rate ``slots / tau``): the batch finishes
+      ``slots / tau`` requests/s, each refilled at once from the queue, which moves at ``rps - slots / tau``;
+      beyond ``max_queue`` arrivals are refused;
+    * no queue: ``running' = rps - running / tau``, so ``running`` tends to ``rps * tau`` exponentially, until
+      it reaches ``slots``.
+    """
+    q, r = queue, running
+    admitted = done = rejected = 0.0
+    mu = slots / tau
+    if r > slots:
+        # Fewer slots than running requests (capacity lowered): the excess waits again.
+        q, r = q + r - slots, float(slots)
+    fill = min(q, slots - r)
+    q, r, admitted = q - fill, r + fill, fill
+    left = dt
+    for _ in range(4):
+        if left <= 0:
+            break
+        if q > 0 or (r >= slots and rps >= mu):
+            net = rps - mu
+            h = left if net >= 0 else min(left, q / -net)
+            q += net * h
+            admitted += mu * h
+            done += mu * h
+            if max_queue is not None and q > max_queue:
+                rejected += q - max_queue
+                q = float(max_queue)
+            if net < 0 and h < left:
+                q = 0.0
+            r = float(slots)
+            left -= h
+        else:
+            target = rps * tau
+            h = left
+            full = False
+            if target > slots:
+                t_full = tau * math.log((target - r) / (target - slots))
+                if t_full <= left:
+                    h, full = t_full, True
+            r_end = float(slots) if full else target + (r - target) * math.exp(-h / tau)
+            admitted += rps * h
+            done += rps * h - (r_end - r)
+            r = r_end
+            left -= h
+    return Flow(queue=q, running=r, admitted=admitted, done=done, rejected=rejected)
 
 
 # ------------------------------------------------------------------------------------------ the model

@@ -367,11 +367,15 @@ class TrafficServer:
         if self.control_file is not None:
             self.control_file.poll(self.emulator)
         self.emulator.refresh()
-        for target, name in ((self.httpd.serve_forever, "traffic-http"), (self._tick, "traffic-tick")):
+        for target, name in ((self._serve, "traffic-http"), (self._tick, "traffic-tick")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
         return self
+
+    def _serve(self) -> None:
+        # A short poll interval so that stop() returns promptly.
+        self.httpd.serve_forever(poll_interval=0.1)
 
     def _tick(self) -> None:
         while not self._stop.wait(self.tick_seconds):
