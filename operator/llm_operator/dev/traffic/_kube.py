@@ -203,7 +203,9 @@ class KubePodSource:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            # The watch may sit in a socket read for up to its 30 s timeout; the thread is a daemon, so an
+            # exiting process does not wait for it.
+            self._thread.join(timeout=1)
         self._api_client.close()
 
     def _list(self) -> str:
