@@ -50,6 +50,9 @@ class Cluster:
     server: str
     nodes: list[str]
     ready_seconds: float
+    # The metrics test bed (`dev up --metrics`): None on a --kubeconfig cluster started without it.
+    prometheus_url: str | None = None
+    traffic_url: str | None = None
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -138,9 +141,12 @@ def ensure_monitoring_crds(cluster: Cluster, operator: Operator | None = None) -
                  what="the operator to see the monitoring CRDs")
 
 
+TRAFFIC_STARTUP_DELAY = 3.0
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from llm_operator.dev import LocalCluster, resolve_bin_dir
+    from llm_operator.dev import ClusterInfo, LocalCluster, resolve_bin_dir
 
     existing = request.config.getoption("--kubeconfig") or os.environ.get("LLMCTL_TEST_KUBECONFIG")
     if existing:
@@ -148,15 +154,22 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
         server = yaml.safe_load(Path(existing).read_text())["clusters"][0]["cluster"]["server"]
         os.environ["KUBECONFIG"] = str(existing)
-        yield Cluster(Path(existing), resolve_bin_dir(), server, [], 0.0)
+        # A `dev up --metrics` cluster keeps its state (and the test bed's ports) next to its kubeconfig.
+        started = ClusterInfo.load(Path(existing).resolve().parent)
+        yield Cluster(Path(existing), resolve_bin_dir(), server, [], 0.0,
+                      started.prometheus_url if started else None, started.traffic_url if started else None)
         return
     state = tmp_path_factory.mktemp("cluster", numbered=True)
     local = LocalCluster(state_dir=state / "state")
-    info = local.up(timeout=240)
+    # One cluster per session, with the metrics test bed: it adds about a second to the start-up (Prometheus,
+    # the emulator and the adapter start while the controllers do). Emulated pods load their model for
+    # TRAFFIC_STARTUP_DELAY s, so a test can see a pod that exports nothing yet.
+    info = local.up(timeout=240, metrics=True, traffic_startup_delay=TRAFFIC_STARTUP_DELAY)
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = info.kubeconfig  # kopf and the kubernetes client read it
     try:
-        yield Cluster(Path(info.kubeconfig), Path(info.bin_dir), info.server, info.nodes, info.ready_seconds)
+        yield Cluster(Path(info.kubeconfig), Path(info.bin_dir), info.server, info.nodes, info.ready_seconds,
+                      info.prometheus_url, info.traffic_url)
     finally:
         if previous is None:
             os.environ.pop("KUBECONFIG", None)

@@ -202,22 +202,37 @@ def _pid_alive(pid: int) -> bool:
 
 
 def test_dev_up_and_down_leave_nothing_behind(cluster: Cluster, tmp_path: Path) -> None:
+    """With the metrics test bed too: Prometheus, the traffic emulator and prometheus-adapter must go as well."""
     env = {**os.environ, "LLMCTL_STATE_DIR": str(tmp_path), "LLMCTL_BIN_DIR": str(cluster.bin_dir)}
     llmctl = [sys.executable, "-m", "llm_operator.cli"]
     up = subprocess.run(
-        [*llmctl, "dev", "up", "--name", "small", "--gpu-nodes", "1", "--spot-nodes", "0", "--cpu-nodes", "1"],
+        [*llmctl, "dev", "up", "--name", "small", "--gpu-nodes", "1", "--spot-nodes", "0", "--cpu-nodes", "1",
+         "--metrics"],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert up.returncode == 0, up.stderr
     state = json.loads((tmp_path / "small" / "cluster.json").read_text())
-    assert set(state["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    metrics_parts = {"prometheus", "traffic", "prometheus-adapter"}
+    assert set(state["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+                                  *metrics_parts}
+    assert state["metrics"] is True
     assert all(_pid_alive(pid) for pid in state["pids"].values())
-    assert _listening(state["ports"]["kube-apiserver"]) and _listening(state["ports"]["etcd"])
-    nodes = subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={state['kubeconfig']}", "get", "nodes", "-o", "name"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
+    assert all(_listening(state["ports"][name]) for name in ("kube-apiserver", "etcd", *metrics_parts))
+    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={state['kubeconfig']}"]
+    nodes = subprocess.run([*kubectl, "get", "nodes", "-o", "name"], capture_output=True, text=True,
+                           check=True).stdout.split()
     assert sorted(nodes) == ["node/cpu-0", "node/gpu-h100-0"]
+    # `dev up` returned only once the aggregated API answers through the apiserver.
+    discovery = subprocess.run([*kubectl, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2"],
+                               capture_output=True, text=True, check=False)
+    assert discovery.returncode == 0 and json.loads(discovery.stdout)["groupVersion"] == "custom.metrics.k8s.io/v1beta2"
+    status = subprocess.run([*llmctl, "dev", "status", "--name", "small"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"prometheus: http://127.0.0.1:{state['ports']['prometheus']}" in status.stdout
+    assert f"traffic emulator: http://127.0.0.1:{state['ports']['traffic']}" in status.stdout
+    assert "APIService v1beta1.custom.metrics.k8s.io: Available=True" in status.stdout
+    assert "APIService v1beta2.custom.metrics.k8s.io: Available=True" in status.stdout
 
     down = subprocess.run([*llmctl, "dev", "down", "--name", "small"], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
@@ -225,3 +240,14 @@ def test_dev_up_and_down_leave_nothing_behind(cluster: Cluster, tmp_path: Path) 
     assert not any(_pid_alive(pid) for pid in state["pids"].values())
     assert not any(_listening(port) for port in state["ports"].values())
     assert not (tmp_path / "small").exists()
+    # Nor any other process started for it (every one names the state folder or the kubeconfig in its flags).
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(tmp_path / "small") in cmdline and _pid_alive(int(proc.name)):
+                leftovers.append(cmdline.replace("\0", " "))
+    assert not leftovers
