@@ -176,10 +176,12 @@ def explain(
     # One Event per scaling decision, when the HPA's lastScaleTime moves.
     last = out.get("lastScaleTime")
     if last and previous and last != previous.get("lastScaleTime") and desired is not None:
-        before = previous.get("desiredReplicas", previous.get("currentReplicas"))
-        if before is not None and before != desired:
-            out["lastScale"] = f"{before} -> {desired}"
-            events.append(("Normal", "Scaled", f"Scaled {before} → {desired}: {reasons(metrics)}"))
+        # An HPA that had not synced yet reports 0 replicas: that is not where the scaling started from.
+        before = previous.get("desiredReplicas") or previous.get("currentReplicas") or None
+        if before != desired:
+            out["lastScale"] = f"{before} -> {desired}" if before else f"-> {desired}"
+            start = f"{before} → {desired}" if before else f"to {desired}"
+            events.append(("Normal", "Scaled", f"Scaled {start}: {reasons(metrics)}"))
 
     now_replicas = out.get("currentReplicas")
     if not active.status:
