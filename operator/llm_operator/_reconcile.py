@@ -248,7 +248,8 @@ def reconcile(
     except ValidationError as exc:
         # The CRD's schema and CEL rules should have caught this; an older CRD version may not have.
         first = exc.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"])
+        # pydantic's location starts at the root model's field (`spec`), so it is already the full path.
+        where = ".".join(str(p) for p in first["loc"])
         problems = [Problem("InvalidSpec", f"{where}: {first['msg']}")]
         return _finish(kube, body, old_status, generation, problems=problems, observed=None, record=record,
                        writes_before=writes_before)

@@ -132,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or [],
         liveness=args.liveness,
         metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
         verbose=args.verbose,
     )
 
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    run.add_argument("--metrics-address", default="127.0.0.1",
+                     help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 in a pod)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 

@@ -12,6 +12,7 @@ def run_operator(
     namespaces: list[str],
     liveness: str | None = None,
     metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
     verbose: bool = False,
 ) -> int:
     from llm_operator import handlers  # noqa: F401 - importing registers the handlers
@@ -24,7 +25,8 @@ def run_operator(
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        # Loopback unless asked: in a pod, Prometheus needs the pod IP (the Helm chart passes 0.0.0.0).
+        start_http_server(metrics_port, addr=metrics_address)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
