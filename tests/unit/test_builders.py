@@ -92,7 +92,12 @@ def test_monitor_only_when_crds_exist_and_enabled() -> None:
     service_monitor = children(make({"monitoring": {"kind": "ServiceMonitor", "labels": {"release": "prom"}}}))
     sm = service_monitor["ServiceMonitor"]
     assert sm["metadata"]["labels"]["release"] == "prom"
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert {k: endpoint[k] for k in ("port", "path", "interval")} == {"port": "metrics", "path": "/metrics",
+                                                                      "interval": "15s"}
+    # The revision label every canonical series keeps (docs/metrics.md), from the pod's revision label.
+    assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_label_serving_llmops_dev_revision"],
+                                        "targetLabel": "revision", "action": "replace"}]
     # The monitor selects the Service's labels, which carry the same selector labels as the pods.
     svc = service_monitor["Service"]
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()

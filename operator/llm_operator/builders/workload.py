@@ -113,6 +113,10 @@ def build_pdb(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None)
     }
 
 
+# Prometheus's name for the pod label serving.llmops.dev/revision in Kubernetes service discovery.
+REVISION_META_LABEL = "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in REVISION_LABEL)
+
+
 def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
     """A Prometheus Operator PodMonitor or ServiceMonitor (`spec.monitoring.kind`) scraping port `metrics`."""
     mon = llmd.spec.monitoring
@@ -131,7 +135,13 @@ def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | N
         ),
         "spec": {
             "selector": {"matchLabels": selector_labels(llmd)},
-            endpoints_key: [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],
+            endpoints_key: [{
+                "port": "metrics", "path": "/metrics", "interval": mon.interval,
+                # The canonical series (llm_operator.metrics) keep a `revision` label, so the canary analysis can
+                # compare revisions: copy it from the pod's serving.llmops.dev/revision label.
+                "relabelings": [{"sourceLabels": [REVISION_META_LABEL], "targetLabel": "revision",
+                                 "action": "replace"}],
+            }],
         },
     }
 
