@@ -12,7 +12,7 @@ Two levels of canonical series:
 * per revision, labels ``namespace``, ``revision``, ``backend``: what the canary analysis compares.
 
 The ``revision`` label is the pod label ``serving.llmops.dev/revision``. The traffic emulator exports it as a
-target label ``revision`` (scraped with ``honor_labels``); in production a PodMonitor relabels it
+target label ``revision`` (scraped with ``honor_labels``); in production the operator's PodMonitor relabels it
 (``podTargetLabels: [serving.llmops.dev/revision]`` gives ``serving_llmops_dev_revision``; add a
 ``relabelings`` entry ``sourceLabels: [__meta_kubernetes_pod_label_serving_llmops_dev_revision]``,
 ``targetLabel: revision``). See docs/metrics.md.
