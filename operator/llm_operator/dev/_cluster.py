@@ -195,6 +195,10 @@ class LocalCluster:
         info.save()
         try:
             self._write_kubeconfig(server=server, pki=pki)
+            if metrics:
+                # Python's imports make the emulator the slowest to answer: started first, it is ready about
+                # when the apiserver is (its pod watch retries until then).
+                self._start_scrape_side(info, stack, traffic_startup_delay)
             self._start(info, "etcd", [str(bin_dir / "etcd"), *self._etcd_args(ports)])
             self._wait(info, "etcd", lambda: self._http_ok(f"http://127.0.0.1:{ports['etcd']}/health"), timeout)
             self._start(info, "kube-apiserver", [str(bin_dir / "kube-apiserver"), *self._apiserver_args(ports, pki)])
@@ -206,8 +210,7 @@ class LocalCluster:
             ):
                 self._start(info, name, [str(bin_dir / name), *args])
             if metrics:
-                # Started now so that they come up while the controllers and kwok do.
-                self._start_metrics(info, stack, pki, traffic_startup_delay)
+                self._start_adapter(info, stack, pki)
             for node in nodes:
                 self._api("POST", "/api/v1/nodes", node)
             info.nodes = [n["metadata"]["name"] for n in nodes]
@@ -308,30 +311,34 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- metrics test bed
 
-    def _start_metrics(
-        self, info: ClusterInfo, stack: Mapping[str, Path], pki: Path, traffic_startup_delay: float | None
+    def _start_scrape_side(
+        self, info: ClusterInfo, stack: Mapping[str, Path], traffic_startup_delay: float | None
     ) -> None:
+        """Prometheus and the traffic emulator: they need no apiserver to start."""
         ports = info.ports
         prom_dir = self.state_dir / "prometheus"
         prom_dir.mkdir(exist_ok=True)
         prom_config = prom_dir / "prometheus.yml"
         prom_config.write_text(yaml.safe_dump(
             ms.prometheus_config(traffic_port=ports["traffic"], rules_path=stack["rules"]), sort_keys=False))
+        traffic = [sys.executable, "-m", "llm_operator.dev.traffic", "--kubeconfig", str(self.kubeconfig),
+                   "--listen", f"127.0.0.1:{ports['traffic']}"]
+        if traffic_startup_delay is not None:
+            traffic += ["--startup-delay", str(traffic_startup_delay)]
+        self._start(info, "traffic", traffic)
+        self._start(info, "prometheus", [
+            str(stack["prometheus"]),
+            *ms.prometheus_args(port=ports["prometheus"], config=prom_config, data=prom_dir / "data"),
+        ])
+
+    def _start_adapter(self, info: ClusterInfo, stack: Mapping[str, Path], pki: Path) -> None:
+        ports = info.ports
         adapter_kubeconfig = self.state_dir / "prometheus-adapter.kubeconfig"
         self._write_kubeconfig(server=info.server, pki=pki, path=adapter_kubeconfig,
                                user="prometheus-adapter-client")
         # The adapter needs its RBAC before its first request, or it starts up without the front-proxy CA.
         for obj in [*ms.adapter_rbac(user=ADAPTER_USER), *ms.adapter_service(port=ports["prometheus-adapter"])]:
             self._create(obj)
-        self._start(info, "prometheus", [
-            str(stack["prometheus"]),
-            *ms.prometheus_args(port=ports["prometheus"], config=prom_config, data=prom_dir / "data"),
-        ])
-        traffic = [sys.executable, "-m", "llm_operator.dev.traffic", "--kubeconfig", str(self.kubeconfig),
-                   "--listen", f"127.0.0.1:{ports['traffic']}"]
-        if traffic_startup_delay is not None:
-            traffic += ["--startup-delay", str(traffic_startup_delay)]
-        self._start(info, "traffic", traffic)
         self._start(info, "prometheus-adapter", [
             str(stack["prometheus-adapter"]),
             *ms.adapter_args(port=ports["prometheus-adapter"], kubeconfig=adapter_kubeconfig, pki=pki,
