@@ -179,6 +179,11 @@ class Engine:
         device = device or pick_device()
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads())
+        elif device.type == "cuda":
+            # Every decode step attends over a new KV length, and cuDNN's attention builds an execution plan
+            # per shape: on an H100 that made each step several times slower than the flash / memory-efficient
+            # kernels, which need no plan (bench/runtime.py --engines: 369 vs 1813 tok/s, docs/runtime.md).
+            torch.backends.cuda.enable_cudnn_sdp(False)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(dtype, device))
         model = model.to(device)

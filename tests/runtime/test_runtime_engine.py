@@ -257,6 +257,7 @@ def test_engine_on_cuda_batches_like_solo_and_matches_generate(tiny_model_dir: P
     eng = Engine.load(tiny_model_dir, max_batch_size=8, max_queue_size=8)
     assert eng.device.type == "cuda"
     assert next(eng.model.parameters()).dtype == torch.float32  # the tiny checkpoint is saved in float32
+    assert not torch.backends.cuda.cudnn_sdp_enabled()  # a plan per KV length made decoding slow
     eng.start()
     try:
         solo = []
