@@ -374,11 +374,7 @@ class LocalCluster:
         return cond.get("status") == "True", f"{cond.get('status')} {cond.get('reason')}: {cond.get('message')}"
 
     def _create(self, obj: dict[str, Any]) -> None:
-        try:
-            self._api("POST", ms.api_path(obj), obj)
-        except ClusterError as exc:
-            if " -> 409:" not in str(exc):  # already there (a restarted `up` on the same etcd never happens)
-                raise
+        self._api("POST", ms.api_path(obj), obj)  # `up` always starts on an empty etcd
 
     # ---------------------------------------------------------------- flags
 
