@@ -88,6 +88,7 @@ class EngineStats:
     rejected_total: int
     finished_total: int
     decode_steps_total: int
+    failed_total: int = 0
 
 
 def pick_device() -> torch.device:
@@ -158,6 +159,7 @@ class Engine:
         self._gen_tokens = 0
         self._rejected = 0
         self._finished = 0
+        self._failed = 0
         self._steps = 0
         self._ttft: list[float] = []
         self._itl: list[float] = []
@@ -249,6 +251,7 @@ class Engine:
                 rejected_total=self._rejected,
                 finished_total=self._finished,
                 decode_steps_total=self._steps,
+                failed_total=self._failed,
             )
 
     def drain_samples(self) -> tuple[list[float], list[float], list[int]]:
@@ -496,6 +499,8 @@ class Engine:
         if r.done:
             return
         r.done = True
+        with self._lock:
+            self._failed += 1
         r.on_event(GenerationEvent("", True, FINISH_ERROR, len(r.prompt_ids), r.generated, error=err))
 
     def _fail_all(self, exc: Exception, reqs: list[Request]) -> None:

@@ -39,6 +39,10 @@ METRIC_REQUESTS_REJECTED: Final = "llm_requests_rejected_total"
 METRIC_REQUESTS_FINISHED: Final = "llm_requests_finished_total"
 """Counter: requests that left the batch (finished, stopped or cancelled)."""
 
+METRIC_REQUESTS_FAILED: Final = "llm_requests_failed_total"
+"""Counter: requests that ended in an internal error (e.g. a failed forward pass); they answer 500. Canary
+analysis reads the error rate from this and ``llm_requests_rejected_total``."""
+
 ALL_METRICS: Final = (
     METRIC_QUEUE_DEPTH,
     METRIC_RUNNING_REQUESTS,
@@ -50,6 +54,7 @@ ALL_METRICS: Final = (
     METRIC_BATCH_SIZE,
     METRIC_REQUESTS_REJECTED,
     METRIC_REQUESTS_FINISHED,
+    METRIC_REQUESTS_FAILED,
 )
 
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -50,6 +50,8 @@ class MetricsReporter:
             self._finished = family(m.METRIC_REQUESTS_FINISHED, "Requests that left the batch", counter).Metric(
                 labels=labels
             )
+            self._failed = family(m.METRIC_REQUESTS_FAILED, "Requests that ended in an internal error",
+                                  counter).Metric(labels=labels)
             buckets = list(m.LATENCY_BUCKETS_S)
             self._ttft = family(m.METRIC_TIME_TO_FIRST_TOKEN, "Seconds to the first token", hist).Metric(
                 labels=labels, buckets=buckets
@@ -102,6 +104,7 @@ class MetricsReporter:
             (self._gen, s.generation_tokens_total, self._last.generation_tokens_total),
             (self._rejected, s.rejected_total, self._last.rejected_total),
             (self._finished, s.finished_total, self._last.finished_total),
+            (self._failed, s.failed_total, self._last.failed_total),
         ):
             if now > before:
                 metric.increment(float(now - before))

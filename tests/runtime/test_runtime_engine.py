@@ -243,9 +243,11 @@ def test_a_failed_step_fails_its_requests_and_the_engine_keeps_serving(tiny_mode
         assert first.last.finish_reason == "error"
         assert first.last.error is not None and "simulated out of memory" in str(first.last.error)
         assert first.last.error.http_status == 500
+        assert eng.stats().failed_total == 1  # exported as llm_requests_failed_total (the error-rate input)
         second = submit(eng, "lucky", GREEDY)
         wait_all([second])
         assert second.last.finish_reason == "length" and second.last.completion_tokens == 24
+        assert eng.stats().failed_total == 1
     finally:
         eng.stop(timeout_s=5)
 

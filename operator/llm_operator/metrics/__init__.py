@@ -169,10 +169,8 @@ class PythonSeries:
     KV_CACHE_USAGE: Final = _runtime.METRIC_KV_CACHE_USAGE
     REQUESTS_FINISHED: Final = _runtime.METRIC_REQUESTS_FINISHED
     REQUESTS_REJECTED: Final = _runtime.METRIC_REQUESTS_REJECTED
-    REQUESTS_FAILED: Final = "llm_requests_failed_total"
-    """PROPOSED, not exported by llm_runtime yet: requests that left the batch with an internal error (a failed
-    forward pass). Until the runtime adds it, failed requests count only in ``llm_requests_finished_total`` and
-    the python backend's error rate covers refusals only. The rules already read it."""
+    REQUESTS_FAILED: Final = _runtime.METRIC_REQUESTS_FAILED
+    """Requests that ended in an internal error (a failed forward pass; they answer 500)."""
 
 
 class VLLMSeries:
