@@ -48,5 +48,5 @@ clean: demo-down
 # Benchmarks (minutes; never part of `make test`). Results and commands are recorded in the README.
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/reconcile.py --n 10,100,1000
+	$(BIN)/python bench/reconcile.py --n 10,100,1000 --repeat 3
 	$(BIN)/python bench/runtime.py

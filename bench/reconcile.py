@@ -1,23 +1,36 @@
 """Reconcile throughput of the operator against the floor, side by side, on the real local cluster.
 
-For each N it measures, in one run and on one fresh cluster:
-  floor:    one client server-side-applies the very manifests `llmctl render` produces (ConfigMap, Service,
-            Deployment, PDB per object), then waits until every Deployment is ready;
-  operator: one client creates N LLMDeployments; the operator (a separate `llmctl run` process) builds the
-            children; we wait until every LLMDeployment reports Ready=True.
-Then it waits for one periodic resync of every object and checks that it wrote nothing.
+For each N, repeated R times (the order of the two runs alternates: floor first, then operator first, ...):
+  floor:    a pool of LLMOPS_WORKERS threads (the operator's own worker count) server-side-applies the very
+            manifests `llmctl render` produces; each task applies one object's four children (ConfigMap,
+            Service, Deployment, PDB) in order, waiting for each answer, as one operator reconcile does.
+            Done when every Deployment is ready.
+  operator: one client creates N LLMDeployments; the operator (a separate `llmctl run` process with default
+            settings and the same LLMOPS_WORKERS) builds the children. Done when every LLMDeployment reports
+            Ready=True. Then a second operator process (LLMOPS_RESYNC_SECONDS=20) reconciles every object at
+            start-up and again on its periodic resyncs; it must write nothing.
+Each run gets its own namespace with one warm-up object made ready first (so the operator's start-up and the
+clients' first connections are not timed); the namespace is deleted afterwards and the next run starts only
+when it and every pod are gone. Readiness is seen through one watch per run, not by polling lists. The code
+measured is a snapshot of --source (default HEAD), not the working tree.
 
-    python bench/reconcile.py --n 10,100,1000
+    python bench/reconcile.py --n 10,100,1000 --repeat 3 --out bench/results/reconcile.json
 
-Prints time from create to ready (p50, p99, total), API requests per reconcile, writes during the resync,
-the operator's peak RSS, and the total/floor ratio (target: <= 1.5 at N=1000; RSS < 200 MB).
+Prints time from create to ready (p50, p99, total) and the operator/floor ratios as median (min-max) over the
+repeats, the operator's API requests and reconciles per object (from its llmop_* counters), its writes on
+restart and resync, its peak RSS; writes every run's figures as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import json
 import os
+import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,28 +38,36 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+# The code under test is a snapshot of one commit (--source), so edits made in the checkout during an hour-long
+# run cannot change what is measured half-way; the operator processes import it through PYTHONPATH.
+SOURCE_ENV = "BENCH_RECONCILE_SOURCE"
+SRC = Path(os.environ.get(SOURCE_ENV) or ROOT)
+sys.path.insert(0, str(SRC / "operator"))
 
 from llm_operator import builders  # noqa: E402
-from llm_operator._k8s import Kube, KubeError  # noqa: E402
+from llm_operator._k8s import WRITE_VERBS, Kube, KubeError, _path  # noqa: E402
 from llm_operator.api import LLMDeployment  # noqa: E402
 from llm_operator.dev import LocalCluster  # noqa: E402
 from llm_operator.dev._cluster import free_port  # noqa: E402
 
 RESYNC_SECONDS = 20.0
+WARMUP = "warmup"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
 
 
-def spec(name: str) -> dict[str, Any]:
+def spec(name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "serving.llmops.dev/v1alpha1",
         "kind": "LLMDeployment",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "model": {"name": "smollm2-135m", "uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
             "runtime": {"backend": "python", "dtype": "float32"},
@@ -57,39 +78,118 @@ def spec(name: str) -> dict[str, Any]:
 
 
 def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def wait_all(kube: Kube, *, namespace: str, n: int, kind: str, ready: Any, started: dict[str, float],
-             timeout: float) -> dict[str, float]:
-    """Poll (one list per 0.25 s) until every object is ready; returns name -> seconds from its create."""
-    done: dict[str, float] = {}
-    api_version = "apps/v1" if kind == "Deployment" else "serving.llmops.dev/v1alpha1"
-    deadline = time.monotonic() + timeout
-    while len(done) < n and time.monotonic() < deadline:
-        now = time.monotonic()
-        for obj in kube.list(api_version=api_version, kind=kind, namespace=namespace):
-            name = obj["metadata"]["name"]
-            key = name if kind != "Deployment" else obj["metadata"]["labels"]["app.kubernetes.io/instance"]
-            if key not in done and ready(obj):
-                done[key] = now - started[key]
-        time.sleep(0.25)
-    if len(done) < n:
-        raise SystemExit(f"only {len(done)}/{n} {kind}s ready after {timeout}s")
-    return done
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def deployment_ready(obj: dict[str, Any]) -> bool:
     st = obj.get("status") or {}
-    return bool(st.get("readyReplicas", 0) >= obj["spec"].get("replicas", 1) and st.get("observedGeneration"))
+    generation = obj["metadata"].get("generation", 0)
+    return bool(st.get("readyReplicas", 0) >= obj["spec"].get("replicas", 1)
+                and st.get("observedGeneration", 0) >= generation)
 
 
 def llmd_ready(obj: dict[str, Any]) -> bool:
     conds = (obj.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+class ReadyWatch:
+    """Records when each expected object is first seen ready, from one watch stream.
+
+    Polling a list of 1000 Deployments four times a second costs the 2-core machine more than the thing
+    being measured, and costs the floor (large Deployments) more than the operator (small LLMDeployments).
+    """
+
+    def __init__(self, api_client: Any, *, api_version: str, kind: str, namespace: str, expected: set[str],
+                 key: Callable[[dict[str, Any]], str], ready: Callable[[dict[str, Any]], bool]) -> None:
+        self._api = api_client
+        self._path = _path(api_version, kind, namespace, None, None)
+        self.expected = set(expected)
+        self._key, self._ready = key, ready
+        self.ready_at: dict[str, float] = {}
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{kind}", daemon=True)
+
+    def start(self) -> ReadyWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=40)
+
+    def wait(self, timeout: float) -> None:
+        if not self.done.wait(timeout) or self.error is not None:
+            missing = sorted(self.expected - set(self.ready_at))
+            raise SystemExit(f"{len(missing)} of {len(self.expected)} not ready after {timeout:.0f}s "
+                             f"(e.g. {missing[:3]}); watch error: {self.error!r}")
+
+    def _events(self, resource_version: str | None) -> Iterator[dict[str, Any]]:
+        query = [("watch", "true"), ("timeoutSeconds", "30"), ("allowWatchBookmarks", "true")]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        method, url, headers, body, _ = self._api.param_serialize(
+            method="GET", resource_path=self._path, query_params=query,
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        resp = self._api.call_api(method, url, header_params=headers, body=body, _request_timeout=(10, 60))
+        raw = resp.response
+        try:
+            if resp.status != 200:
+                raise KubeError(f"watch {self._path}: {resp.status} {raw.read()[:300]!r}", status=resp.status)
+            buf = b""
+            for chunk in raw.stream(amt=None, decode_content=False):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+                if self._stop.is_set():
+                    return
+        finally:
+            # Closed, not just released: a half-read stream must not go back into the connection pool.
+            raw.close()
+            raw.release_conn()
+
+    def _run(self) -> None:
+        # Without a resourceVersion the server first sends every existing object as ADDED, so a restart
+        # (timeout, or 410 Gone) never misses a readiness that happened in between.
+        rv: str | None = None
+        try:
+            while not self._stop.is_set() and not self.done.is_set():
+                for event in self._events(rv):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        rv = None
+                        break
+                    rv = obj["metadata"].get("resourceVersion") or rv
+                    if event["type"] in ("ADDED", "MODIFIED") and self._ready(obj):
+                        name = self._key(obj)
+                        if name in self.expected and name not in self.ready_at:
+                            self.ready_at[name] = time.monotonic()
+                            if len(self.ready_at) == len(self.expected):
+                                self.done.set()
+                                return
+        except BaseException as exc:  # surfaced by wait(); a silent watcher would look like a slow cluster
+            self.error = exc
+            self.done.set()
+
+
+def deployment_watch(api_client: Any, namespace: str, expected: set[str]) -> ReadyWatch:
+    return ReadyWatch(api_client, api_version="apps/v1", kind="Deployment", namespace=namespace, expected=expected,
+                      key=lambda o: (o["metadata"].get("labels") or {}).get(LABEL_INSTANCE, ""),
+                      ready=deployment_ready)
+
+
+def llmd_watch(api_client: Any, namespace: str, expected: set[str]) -> ReadyWatch:
+    return ReadyWatch(api_client, api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment",
+                      namespace=namespace, expected=expected, key=lambda o: o["metadata"]["name"], ready=llmd_ready)
 
 
 def make_namespace(kube: Kube, name: str) -> None:
@@ -99,22 +199,63 @@ def make_namespace(kube: Kube, name: str) -> None:
         time.sleep(0.1)
 
 
-def floor(kube: Kube, n: int) -> dict[str, Any]:
-    ns = f"floor-{n}"
-    make_namespace(kube, ns)
-    started: dict[str, float] = {}
+def remove_namespace(kube: Kube, name: str, timeout: float = 1200) -> float:
+    """Delete the namespace and wait until it and every pod in the cluster are gone; returns the seconds taken.
+
+    The garbage collector and the namespace controller deleting 1000 pods would otherwise run during the
+    next measurement.
+    """
     t0 = time.monotonic()
-    for i in range(n):
-        name = f"m{i}"
-        llmd = LLMDeployment.model_validate(spec(name))
-        started[name] = time.monotonic()
+    with contextlib.suppress(KubeError):
+        kube.delete(api_version="v1", kind="Namespace", namespace=None, name=name)
+    while time.monotonic() - t0 < timeout:
+        gone = kube.get(api_version="v1", kind="Namespace", namespace=None, name=name) is None
+        if gone and not kube.list(api_version="v1", kind="Pod", namespace=None):
+            return time.monotonic() - t0
+        time.sleep(1.0)
+    raise SystemExit(f"namespace {name} still there after {timeout:.0f}s")
+
+
+def latency_figures(started: dict[str, float], watch: ReadyWatch) -> dict[str, float]:
+    lat = [watch.ready_at[k] - started[k] for k in started]
+    return {"p50": statistics.median(lat), "p90": pct(lat, 0.90), "p99": pct(lat, 0.99), "max": max(lat),
+            "min": min(lat), "mean": statistics.fmean(lat)}
+
+
+def floor_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float) -> dict[str, Any]:
+    admin = Kube(kube_factory())
+    make_namespace(admin, ns)
+    kube = Kube(kube_factory())
+
+    def apply_children(name: str) -> None:
+        llmd = LLMDeployment.model_validate(spec(name, ns))
         for child in builders.build_children(llmd, namespace=ns, owner_uid=None, monitoring_crds=False):
             kube.apply(child)
-    applied = time.monotonic() - t0
-    latencies = wait_all(kube, namespace=ns, n=n, kind="Deployment", ready=deployment_ready, started=started,
-                         timeout=900)
-    total = time.monotonic() - t0
-    return {"total": total, "applied": applied, "lat": list(latencies.values()), "requests": 4 * n}
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="floor") as pool:
+        warm = deployment_watch(kube_factory(), ns, {WARMUP}).start()
+        pool.submit(apply_children, WARMUP).result()
+        warm.wait(timeout=120)
+        warm.stop()
+        before = sum(kube.requests.values())
+        names = [f"m{i}" for i in range(n)]
+        watch = deployment_watch(kube_factory(), ns, set(names)).start()
+        started: dict[str, float] = {}
+        futures = []
+        t0 = time.monotonic()
+        for name in names:
+            started[name] = time.monotonic()
+            futures.append(pool.submit(apply_children, name))
+        for fut in futures:
+            fut.result()
+        applied = time.monotonic() - t0
+        try:
+            watch.wait(timeout)
+        finally:
+            watch.stop()
+    total_s = max(watch.ready_at.values()) - t0
+    return {"total": total_s, "applied": applied, "lat": latency_figures(started, watch),
+            "requests_per_object": (sum(kube.requests.values()) - before) / n}
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -127,115 +268,312 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def total(metrics: dict[str, float], prefix: str, verbs: tuple[str, ...] | None = None) -> float:
+def counted(metrics: dict[str, float], prefix: str, verbs: frozenset[str] | None = None) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(prefix) and (verbs is None or any(
         f'verb="{verb}"' in k for verb in verbs)))
 
 
-def operator_run(kube: Kube, n: int, kubeconfig: str) -> dict[str, Any]:
-    ns = f"op-{n}"
-    make_namespace(kube, ns)
-    port = free_port()
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "LLMOPS_RESYNC_SECONDS": str(RESYNC_SECONDS)}
-    log = open(f"/tmp/bench-operator-{n}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "llm_operator.cli", "run", "-n", ns, "--metrics-port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    peak = [0]
-    stop = threading.Event()
+def by_verb(metrics: dict[str, float]) -> dict[str, float]:
+    return {k.split('verb="', 1)[1].split('"', 1)[0]: v for k, v in metrics.items()
+            if k.startswith("llmop_api_requests_total{")}
 
-    def sample() -> None:
-        p = psutil.Process(proc.pid)
-        while not stop.is_set():
+
+class OperatorProcess:
+    """`llmctl run -n NS --metrics-port P` in its own process, with its peak RSS sampled every 0.1 s."""
+
+    def __init__(self, *, ns: str, kubeconfig: str, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self._log = open(log, "a")  # noqa: SIM115 - handed to the child, closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_operator.cli", "run", "-n", ns, "--metrics-port", str(self.port)],
+            env={**os.environ, "KUBECONFIG": kubeconfig, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                peak[0] = max(peak[0], p.memory_info().rss)
+                scrape(self.port)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"operator did not start; see {log}") from None
+                time.sleep(0.2)
+
+    def _sample(self) -> None:
+        p = psutil.Process(self.proc.pid)
+        while not self._stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, p.memory_info().rss)
             except psutil.Error:
                 return
             time.sleep(0.1)
 
-    threading.Thread(target=sample, daemon=True).start()
-    try:
-        while True:  # operator ready when its metrics endpoint answers
-            try:
-                scrape(port)
+    def quiet(self, *, still: float = 2.0, timeout: float = 60.0) -> dict[str, float]:
+        """Counters once they have not moved for `still` seconds: in-flight reconciles and their echoes done."""
+        last, since, deadline = scrape(self.port), time.monotonic(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = scrape(self.port)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= still:
                 break
-            except OSError:
-                time.sleep(0.2)
-        time.sleep(1.0)
+        return last
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def operator_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float,
+                 kubeconfig: str, logdir: Path) -> dict[str, Any]:
+    kube = Kube(kube_factory())
+    make_namespace(kube, ns)
+    log = logdir / f"operator-{ns}.log"
+    op = OperatorProcess(ns=ns, kubeconfig=kubeconfig, env={"LLMOPS_WORKERS": str(workers)}, log=log)
+    try:
+        # The warm-up object proves kopf's watches and the work queue are running before the clock starts.
+        warm = llmd_watch(kube_factory(), ns, {WARMUP}).start()
+        kube.create(spec(WARMUP, ns))
+        warm.wait(timeout=120)
+        warm.stop()
+        base = op.quiet()
+        names = [f"m{i}" for i in range(n)]
+        watch = llmd_watch(kube_factory(), ns, set(names)).start()
         started: dict[str, float] = {}
         t0 = time.monotonic()
-        for i in range(n):
-            name = f"m{i}"
-            body = spec(name)
-            body["metadata"]["namespace"] = ns
+        for name in names:
             started[name] = time.monotonic()
-            kube.create(body)
+            kube.create(spec(name, ns))
         created = time.monotonic() - t0
-        latencies = wait_all(kube, namespace=ns, n=n, kind="LLMDeployment", ready=llmd_ready, started=started,
-                             timeout=1200)
-        total_s = time.monotonic() - t0
-        time.sleep(2.0)  # let in-flight events settle
-        before = scrape(port)
-        time.sleep(RESYNC_SECONDS + 5.0)  # every object is resynced once in this window
-        after = scrape(port)
-        reconciles = total(before, "llmop_reconcile_total")
-        requests = total(before, "llmop_api_requests_total")
-        return {
-            "total": total_s,
-            "created": created,
-            "lat": list(latencies.values()),
-            "requests": requests,
-            "reconciles": reconciles,
-            "resync_reconciles": total(after, "llmop_reconcile_total") - reconciles,
-            "resync_writes": total(after, "llmop_api_requests_total", ("POST", "PUT", "PATCH", "DELETE"))
-            - total(before, "llmop_api_requests_total", ("POST", "PUT", "PATCH", "DELETE")),
-            "rss_mb": peak[0] / 2**20,
-        }
+        try:
+            watch.wait(timeout)
+        finally:
+            watch.stop()
+        total_s = max(watch.ready_at.values()) - t0
+        at_ready = scrape(op.port)
+        settled = op.quiet()
     finally:
-        stop.set()
-        proc.terminate()
-        proc.wait(timeout=30)
+        op.stop()
+    verbs = {v: (c - by_verb(base).get(v, 0.0)) / n for v, c in by_verb(settled).items()}
+    result: dict[str, Any] = {
+        "total": total_s,
+        "created": created,
+        "lat": latency_figures(started, watch),
+        # Everything the operator did for these N objects, including reconciles that its own status writes
+        # and child events set off after the last object turned Ready.
+        "requests_per_object": (counted(settled, "llmop_api_requests_total")
+                                - counted(base, "llmop_api_requests_total")) / n,
+        "requests_per_object_by_verb": verbs,
+        "reconciles_per_object": (counted(settled, "llmop_reconcile_total")
+                                  - counted(base, "llmop_reconcile_total")) / n,
+        "reconciles_per_object_until_ready": (counted(at_ready, "llmop_reconcile_total")
+                                              - counted(base, "llmop_reconcile_total")) / n,
+        "rss_mb": op.peak_rss / 2**20,
+    }
+    result.update(steady_check(n + 1, ns, kubeconfig, workers, log))
+    return result
+
+
+def steady_check(objects: int, ns: str, kubeconfig: str, workers: int, log: Path) -> dict[str, Any]:
+    """A fresh operator reconciles every (unchanged) object at start-up and again on its periodic resync."""
+    op = OperatorProcess(ns=ns, kubeconfig=kubeconfig, log=log,
+                         env={"LLMOPS_WORKERS": str(workers), "LLMOPS_RESYNC_SECONDS": str(RESYNC_SECONDS)})
+    try:
+        deadline = time.monotonic() + 600
+        while counted(scrape(op.port), "llmop_reconcile_total") < objects and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # The last start-up reconcile happened just now, so every object's resync falls inside this window.
+        time.sleep(RESYNC_SECONDS + 5.0)
+        end = op.quiet()
+    finally:
+        op.stop()
+    return {"steady_reconciles": counted(end, "llmop_reconcile_total"),
+            "steady_writes": counted(end, "llmop_api_requests_total", WRITE_VERBS),
+            "steady_errors": end.get('llmop_reconcile_total{result="error"}', 0.0),
+            "steady_rss_mb": op.peak_rss / 2**20}
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    s = spread(values)
+    if len(values) == 1:
+        return f"{s['median']:.{digits}f}"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def report(runs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    lines = [
+        "| N | runs | floor total s | operator total s | **ratio** total | floor p50 / p99 s | operator p50 / p99 s "
+        "| ratio p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cost = [
+        "| N | API requests per object (operator; floor) | reconciles per object (until all Ready; settled) "
+        "| writes on restart + resync (reconciles) | operator peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    summary: dict[str, Any] = {}
+    for n in sorted({r["n"] for r in runs}):
+        rs = [r for r in runs if r["n"] == n]
+        f = [r["floor"] for r in rs]
+        o = [r["operator"] for r in rs]
+        ratio = [b["total"] / a["total"] for a, b in zip(f, o, strict=True)]
+        r50 = [b["lat"]["p50"] / a["lat"]["p50"] for a, b in zip(f, o, strict=True)]
+        r99 = [b["lat"]["p99"] / a["lat"]["p99"] for a, b in zip(f, o, strict=True)]
+        summary[str(n)] = {
+            "runs": len(rs),
+            "ratio_total": spread(ratio), "ratio_p50": spread(r50), "ratio_p99": spread(r99),
+            "floor_total": spread([x["total"] for x in f]), "operator_total": spread([x["total"] for x in o]),
+            "floor_p50": spread([x["lat"]["p50"] for x in f]), "floor_p99": spread([x["lat"]["p99"] for x in f]),
+            "operator_p50": spread([x["lat"]["p50"] for x in o]),
+            "operator_p99": spread([x["lat"]["p99"] for x in o]),
+            "operator_requests_per_object": spread([x["requests_per_object"] for x in o]),
+            "floor_requests_per_object": spread([x["requests_per_object"] for x in f]),
+            "reconciles_per_object": spread([x["reconciles_per_object"] for x in o]),
+            "reconciles_per_object_until_ready": spread([x["reconciles_per_object_until_ready"] for x in o]),
+            "steady_writes": max(x["steady_writes"] for x in o),
+            "rss_mb": spread([x["rss_mb"] for x in o]),
+        }
+        lines.append(
+            f"| {n} | {len(rs)} | {fmt([x['total'] for x in f], 1)} | {fmt([x['total'] for x in o], 1)} "
+            f"| **{fmt(ratio)}** | {fmt([x['lat']['p50'] for x in f])} / {fmt([x['lat']['p99'] for x in f])} "
+            f"| {fmt([x['lat']['p50'] for x in o])} / {fmt([x['lat']['p99'] for x in o])} "
+            f"| {fmt(r50)} / {fmt(r99)} |")
+        writes = "/".join(f"{x['steady_writes']:.0f}" for x in o)
+        recs = "/".join(f"{x['steady_reconciles']:.0f}" for x in o)
+        verbs = sorted({v for x in o for v in x["requests_per_object_by_verb"]})
+        split = ", ".join(f"{v} {statistics.median([x['requests_per_object_by_verb'].get(v, 0.0) for x in o]):.1f}"
+                          for v in verbs)
+        cost.append(
+            f"| {n} | {fmt([x['requests_per_object'] for x in o], 1)} ({split}); "
+            f"{fmt([x['requests_per_object'] for x in f], 0)} "
+            f"| {fmt([x['reconciles_per_object_until_ready'] for x in o])}; "
+            f"{fmt([x['reconciles_per_object'] for x in o])} "
+            f"| {writes} ({recs}) | {fmt([x['rss_mb'] for x in o], 0)} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(cost), summary
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def pin_source(rev: str) -> None:
+    """Re-run this script against a snapshot of `rev` (operator, CRDs, e2e stages, node profile)."""
+    commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    if not commit:
+        raise SystemExit(f"--source {rev}: not a commit")
+    dest = Path(tempfile.mkdtemp(prefix="bench-reconcile-src-"))
+    paths = ["operator", "crds", "e2e", "bench/nodes.yaml", "pyproject.toml"]
+    archive = subprocess.run(["git", "archive", commit, *paths], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    env = {**os.environ, SOURCE_ENV: str(dest), "BENCH_RECONCILE_COMMIT": commit,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(dest / "operator"), os.environ.get("PYTHONPATH")]))}
+    print(f"measuring {commit[:12]} (snapshot in {dest})", file=sys.stderr)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def check_imports_from(src: Path) -> None:
+    where = subprocess.run([sys.executable, "-c", "import llm_operator; print(llm_operator.__file__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(where).resolve().is_relative_to(src.resolve()):
+        raise SystemExit(f"the operator would import {where}, not the snapshot in {src}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="10,100,1000", help="comma-separated object counts")
+    parser.add_argument("--repeat", default="3",
+                        help="runs of each kind per N: one number, or one per N (e.g. 3,3,2)")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("LLMOPS_WORKERS", "8")),
+                        help="the operator's LLMOPS_WORKERS, and the floor's thread count (default 8)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for one run to be ready")
+    parser.add_argument("--source", default="HEAD",
+                        help="commit whose operator is measured (default HEAD); 'worktree' for the checkout as is")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reconcile.json"),
+                        help="where to write every run's figures (JSON)")
     args = parser.parse_args()
     sizes = [int(x) for x in args.n.split(",")]
+    repeats = [int(x) for x in args.repeat.split(",")]
+    if len(repeats) == 1:
+        repeats *= len(sizes)
+    if len(repeats) != len(sizes):
+        parser.error("--repeat takes one number, or one per --n")
+    if args.source != "worktree" and SOURCE_ENV not in os.environ:
+        pin_source(args.source)  # does not return
+    # Without this, `kill` of a run in the background (where SIGINT is ignored) would leave the cluster running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    check_imports_from(SRC)
+    command = " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     state = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
-    cluster = LocalCluster(state_dir=state / "cluster", profile=ROOT / "bench" / "nodes.yaml",
+    cluster = LocalCluster(state_dir=state / "cluster", profile=SRC / "bench" / "nodes.yaml",
                            log=lambda m: print(f"  {m}", file=sys.stderr))
-    info = cluster.up(timeout=240)
-    rows = []
+    runs: list[dict[str, Any]] = []
+    started_at = dt.datetime.now(dt.UTC)
+    if SRC == ROOT:
+        source: dict[str, Any] = {"commit": git("rev-parse", "HEAD"), "uncommitted": git(
+            "status", "--porcelain", "--", "bench/nodes.yaml", "crds", "e2e", "operator").splitlines()}
+    else:
+        source = {"commit": os.environ.get("BENCH_RECONCILE_COMMIT", ""), "uncommitted": []}
     try:
+        info = cluster.up(timeout=240)
         from kubernetes import config
 
-        kube = Kube(config.new_client_from_config(config_file=info.kubeconfig))
-        subprocess.run([str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}", "apply",
-                        "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-        subprocess.run([str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}", "wait",
-                        "--for=condition=Established", "crd/llmdeployments.serving.llmops.dev"], check=True,
+        def kube_factory() -> Any:
+            return config.new_client_from_config(config_file=info.kubeconfig)
+
+        kubectl = [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"]
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(SRC / "crds")], check=True,
                        capture_output=True)
-        for n in sizes:
-            print(f"N={n}: floor ...", file=sys.stderr)
-            f = floor(kube, n)
-            print(f"N={n}: operator ...", file=sys.stderr)
-            o = operator_run(kube, n, info.kubeconfig)
-            rows.append((n, f, o))
-            for ns in (f"floor-{n}", f"op-{n}"):
-                with contextlib.suppress(KubeError):
-                    kube.delete(api_version="v1", kind="Namespace", namespace=None, name=ns)
+        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/llmdeployments.serving.llmops.dev"],
+                       check=True, capture_output=True)
+        admin = Kube(kube_factory())
+        for n, repeat in zip(sizes, repeats, strict=True):
+            for r in range(repeat):
+                order = ("floor", "operator") if r % 2 == 0 else ("operator", "floor")
+                row: dict[str, Any] = {"n": n, "repeat": r, "order": list(order)}
+                for kind in order:
+                    ns = f"{kind}-{n}-{r}"
+                    print(f"N={n} repeat {r + 1}/{repeat}: {kind} ...", file=sys.stderr)
+                    load = os.getloadavg()[0]
+                    if kind == "floor":
+                        res = floor_run(kube_factory, n, ns, args.workers, args.timeout)
+                    else:
+                        res = operator_run(kube_factory, n, ns, args.workers, args.timeout, info.kubeconfig, state)
+                    res["loadavg_1m_before"] = load
+                    res["cleanup_s"] = remove_namespace(admin, ns)
+                    row[kind] = res
+                    print(f"  total {res['total']:.1f}s p50 {res['lat']['p50']:.2f}s p99 {res['lat']['p99']:.2f}s "
+                          f"(namespace gone in {res['cleanup_s']:.0f}s)", file=sys.stderr)
+                runs.append(row)
     finally:
         cluster.down()
-    print()
-    print("| N | floor total s | operator total s | ratio | operator p50 / p99 s | floor p50 / p99 s "
-          "| API requests per reconcile | writes on resync (reconciles) | operator peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for n, f, o in rows:
-        per = o["requests"] / max(o["reconciles"], 1)
-        print(f"| {n} | {f['total']:.1f} | {o['total']:.1f} | {o['total'] / f['total']:.2f} "
-              f"| {statistics.median(o['lat']):.2f} / {pct(o['lat'], 0.99):.2f} "
-              f"| {statistics.median(f['lat']):.2f} / {pct(f['lat'], 0.99):.2f} "
-              f"| {per:.1f} | {o['resync_writes']:.0f} ({o['resync_reconciles']:.0f}) | {o['rss_mb']:.0f} |")
+        if runs:
+            table, summary = report(runs)
+            out = {
+                "command": command,
+                "started": started_at.isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                            "platform": platform.platform(), "python": platform.python_version()},
+                "workers": args.workers,
+                "source": source,
+                "summary": summary,
+                "runs": runs,
+            }
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+            print(f"\n{table}\n\nwrote {args.out}; operator logs in {state}")
+        if SRC != ROOT:
+            shutil.rmtree(SRC, ignore_errors=True)
     return 0
 
 
