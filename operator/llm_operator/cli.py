@@ -137,6 +137,12 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from llm_operator.simulate._cli import run
+
+    return run(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from llm_runtime.cli import run_serve
 
@@ -199,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 in a pod)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
+
+    simulate_help = "replay a request trace against autoscaling policies: SLO attainment and GPU-hours"
+    simulate = sub.add_parser("simulate", help=simulate_help, description=simulate_help)
+    from llm_operator.simulate._cli import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(func=_simulate)
 
     serve = sub.add_parser("serve", help="serve a model locally with the real tritonserver")
     try:
