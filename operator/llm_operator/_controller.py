@@ -124,7 +124,7 @@ class Controller:
                 return
             self._due[key] = when
             heapq.heappush(self._heap, (when, key))
-            QUEUE_DEPTH.set(len(self._due))
+            QUEUE_DEPTH.set(self._depth_locked())
             self._cv.notify()
 
     def enqueue_all(self) -> None:
@@ -135,6 +135,18 @@ class Controller:
         with self._cv:
             self._due.pop(key, None)
             self._failures.pop(key, None)
+            QUEUE_DEPTH.set(self._depth_locked())
+
+    def depth(self) -> int:
+        """Objects due now and not yet picked up: what llmop_workqueue_depth reports."""
+        with self._cv:
+            return self._depth_locked()
+
+    def _depth_locked(self) -> int:
+        # Objects merely waiting for their periodic resync are not backlog; counting them made the gauge
+        # read "N waiting" on an idle operator.
+        now = self._clock()
+        return sum(1 for t in self._due.values() if t <= now)
 
     def due(self, key: Key) -> float | None:
         """When ``key`` is next due, on the controller's clock; None while it is not queued."""
@@ -159,6 +171,7 @@ class Controller:
             with self._cv:
                 while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
                     heapq.heappop(self._heap)  # stale entry, superseded by an earlier or removed one
+                QUEUE_DEPTH.set(self._depth_locked())
                 if not self._heap:
                     self._cv.wait(timeout=1.0)
                     continue
@@ -170,7 +183,7 @@ class Controller:
                 heapq.heappop(self._heap)
                 del self._due[key]
                 self._running.add(key)
-                QUEUE_DEPTH.set(len(self._due))
+                QUEUE_DEPTH.set(self._depth_locked())
             self._slots.acquire()
             self._pool.submit(self._work, key)
 

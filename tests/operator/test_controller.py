@@ -175,3 +175,19 @@ def test_requeue_after_longer_than_the_resync_is_cut_to_the_resync() -> None:
         assert s.next_delay() == 300
     finally:
         s.ctl.stop()
+
+
+def test_queue_depth_counts_what_is_due_not_what_waits_for_its_resync() -> None:
+    from llm_operator._controller import QUEUE_DEPTH
+
+    s = Stepper(lambda n: Outcome(ready=True, reason="AllReplicasReady"), resync_seconds=300)
+    try:
+        s.ctl.observe(body("a", 1))
+        wait(lambda: len(s.calls) == 1 and s.ctl.due(KEY) is not None and s.ctl.idle())
+        # Reconciled, next due at its resync: nothing is backlog, on an idle operator the gauge reads 0.
+        assert s.ctl.depth() == 0
+        assert QUEUE_DEPTH._value.get() == 0  # type: ignore[attr-defined]
+        s.clock.now += 300  # the resync is due but the loop has not picked it up yet
+        assert s.ctl.depth() == 1
+    finally:
+        s.ctl.stop()
