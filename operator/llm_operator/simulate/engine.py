@@ -106,10 +106,11 @@ def run(
     needs_cpu = "cpu" in sources.values()
     listed: dict[str, bool] = {name_: metrics_listed for name_ in sources}
     # Phases: each box runs on its own period; offsets put the chain's lag at its average (half of each).
-    next_scrape = timing.scrape_interval / 2
-    next_eval = timing.scrape_interval / 2 + timing.evaluation_interval / 2
+    next_scrape = timing.scrape_interval / 2 if timing.scrape_phase is None else timing.scrape_phase
+    next_eval = (timing.scrape_interval / 2 + timing.evaluation_interval / 2 if timing.evaluation_phase is None
+                 else timing.evaluation_phase)
     next_ms = timing.metrics_resolution / 2
-    next_sync = next_eval + timing.sync_period / 2
+    next_sync = next_eval + timing.sync_period / 2 if timing.sync_phase is None else timing.sync_phase
     next_relist = timing.relist_interval if timing.relist_interval > 0 else math.inf
 
     desired = initial

@@ -110,10 +110,18 @@ class Timing:
     downscale_stabilization: float = DEFAULT_DOWNSCALE_STABILIZATION
     cpu_initialization_period: float = DEFAULT_CPU_INITIALIZATION_PERIOD
     initial_readiness_delay: float = DEFAULT_INITIAL_READINESS_DELAY
+    # When each box first acts (seconds into the trace; a real cluster's phases are arbitrary). None: the first
+    # scrape half an interval in, each later box half its own period after the one it reads, which puts the
+    # chain's lag at its average.
+    scrape_phase: float | None = None
+    evaluation_phase: float | None = None
+    sync_phase: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name.endswith("_phase"):
+                continue
             if not (value >= 0 and math.isfinite(value)):
                 raise ProfileError(f"{f.name.replace('_', '-')} must be a number >= 0, got {value}")
         if not self.step > 0:
