@@ -17,6 +17,7 @@ from llm_operator.dev.traffic import (
     play,
     step_profile,
 )
+from llm_operator.dev.traffic._model import LATENCY_SPREAD, share_within
 
 NS = "team"
 # Default capacity: 2500 tokens/s at a full batch of 32; with 250 output tokens a pod finishes 10 requests/s.
@@ -255,3 +256,77 @@ def test_a_scripted_step_profile_plays_against_the_model_without_sleeping() -> N
     assert at[400.0] == 0
     with pytest.raises(ValueError, match="must not decrease"):
         step_profile(namespace=NS, name="llama", levels=[(10, 1.0), (5, 2.0)])
+
+
+def test_emulated_cpu_is_busy_slots_over_slots() -> None:
+    m = model(pod("a"), rps=4.0)
+    assert state(m, "a").cpu_utilization == 0
+    m.advance(to=60)
+    s = state(m, "a")
+    assert 0 < s.cpu_utilization < 1
+    assert s.cpu_utilization == pytest.approx(s.running / Capacity().batch_slots)
+    # Overload: every slot busy, and a CPU signal cannot tell a queue of 1 from a queue of 500.
+    m.set_load(namespace=NS, name="llama", load=Load(rps=15.0, prompt_tokens=500, output_tokens=OUTPUT))
+    m.advance(to=120)
+    assert s.queue > 100
+    assert s.cpu_utilization == 1.0
+    m.set_capacity(namespace=NS, name="llama", capacity=replace(Capacity(), batch_slots=64))
+    m.advance(to=121)
+    assert s.cpu_utilization == pytest.approx(s.running / 64)
+
+
+def test_share_within_counts_the_spread_deciles_under_the_limit() -> None:
+    assert share_within(0.1, 2.0) == 1.0
+    assert share_within(100.0, 2.0) == 0.0
+    # Around the limit, some deciles of the log-normal spread are above it and some below, as in the histograms.
+    assert 0 < share_within(2.0, 2.0) < 1
+    assert share_within(2.0, 2.0) == sum(1 for x in LATENCY_SPREAD if 2.0 * x <= 2.0) / 10
+
+
+def test_tally_counts_requests_within_the_ttft_slo_and_outlives_its_pods() -> None:
+    m = model(pod("a"), rps=4.0)
+    m.set_ttft_slo(namespace=NS, name="llama", seconds=2.0)
+    m.advance(to=60)
+    t = m.tallies[(NS, "llama")]
+    assert t.arrived == pytest.approx(240.0)
+    assert t.admitted == pytest.approx(240.0, rel=1e-6)
+    assert t.ttft_met == pytest.approx(t.admitted)  # no queue: TTFT ~ 0.04 s
+    assert t.ttft_met_share == pytest.approx(1.0)
+    # Overload: the queue grows by 5/s and TTFT passes 2 s once ~20 requests wait (0.1 s each).
+    m.set_load(namespace=NS, name="llama", load=Load(rps=15.0, prompt_tokens=500, output_tokens=OUTPUT))
+    m.advance(to=120)
+    s = state(m, "a")
+    assert t.arrived == pytest.approx(240.0 + 900.0)
+    assert t.admitted == pytest.approx(s.admitted)
+    assert t.admitted + s.queue == pytest.approx(t.arrived)
+    late = t.admitted - t.ttft_met
+    assert late > 400  # all but the first few seconds' worth of the minute's ~600 admitted
+    assert t.ttft_met_share == pytest.approx(t.ttft_met / t.arrived)
+    # The pod goes (scale-down): its counters go with it, the LLMDeployment's tally stays, and what arrives
+    # while no pod serves is counted as unserved (it misses the SLO).
+    m.sync_pods([])
+    m.advance(to=130)
+    assert t.arrived == pytest.approx(240.0 + 900.0 + 150.0)
+    assert t.unserved == pytest.approx(150.0)
+    assert t.ttft_met_share is not None and t.ttft_met_share < (t.arrived - late - 150) / t.arrived
+    # Another LLMDeployment's pods and a new SLO (a fresh tally) do not mix.
+    m.sync_pods([pod("b"), pod("o", llmd="other")])
+    m.set_ttft_slo(namespace=NS, name="llama", seconds=1.0)
+    m.advance(to=140)
+    fresh = m.tallies[(NS, "llama")]
+    assert fresh is not t and fresh.ttft_slo_seconds == 1.0
+    assert fresh.arrived == pytest.approx(150.0)
+    assert m.tallies[(NS, "other")].arrived == 0 and m.tallies[(NS, "other")].ttft_met_share is None
+    with pytest.raises(ValueError, match="ttftSeconds"):
+        m.set_ttft_slo(namespace=NS, name="llama", seconds=0)
+
+
+def test_python_refusals_miss_the_slo() -> None:
+    m = model(pod("a", backend="python"), rps=20.0)
+    m.set_ttft_slo(namespace=NS, name="llama", seconds=60.0)
+    m.advance(to=120)
+    t = m.tallies[(NS, "llama")]
+    assert t.rejected == pytest.approx(state(m, "a").rejected) and t.rejected > 0
+    # A queue bounded at 64 keeps TTFT near 6.4 s, within 60 s: only refused (and still queued) requests miss.
+    assert t.ttft_met == pytest.approx(t.admitted)
+    assert t.arrived == pytest.approx(t.admitted + t.rejected + state(m, "a").queue)

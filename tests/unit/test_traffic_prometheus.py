@@ -17,6 +17,7 @@ import pytest
 import yaml
 from llm_operator import metrics
 from llm_operator.api import Backend
+from llm_operator.dev._metrics_stack import DEV_ADAPTER_RULES
 from llm_operator.dev.traffic import Emulator, Load, PodInfo, TrafficModel, TrafficServer
 
 NS = "team"
@@ -217,3 +218,21 @@ def test_adapter_queries_return_one_value_per_pod(prom: Prom) -> None:
 def test_backend_label_is_the_pods_backend(prom: Prom) -> None:
     backends: dict[str, Backend] = {pod: spec[0] for pod, spec in PODS.items()}  # type: ignore[misc]
     assert {labels["pod"]: labels["backend"] for labels, _ in prom.query(metrics.QUEUE_DEPTH)} == backends
+
+
+def test_dev_adapter_rule_reads_the_emulated_cpu_of_each_pod(prom: Prom, emulator: tuple[Emulator, str]) -> None:
+    """The dev cluster's extra adapter rule (emulated CPU, for bench/autoscale.py), templated as the adapter does,
+    returns each pod's busy-slot ratio as the emulator has it."""
+    emu, _ = emulator
+    state = {p["pod"]: p for p in emu.state()["pods"]}
+    (rule,) = DEV_ADAPTER_RULES
+    series = rule["seriesQuery"].split('__name__="', 1)[1].split('"', 1)[0]
+    query = (rule["metricsQuery"].replace("<<.Series>>", series)
+             .replace("<<.LabelMatchers>>", 'namespace="team",pod=~"py-0|vllm-stable"')
+             .replace("<<.GroupBy>>", "pod"))
+    values = prom.by(query, "pod")
+    assert set(values) == {"py-0", "vllm-stable"}
+    assert values["py-0"] == 1.0  # a full batch: 24 requests/s over two pods that serve 10/s each
+    # vllm-stable at 3 requests/s: a third of its slots or so, equal to the model's (a steady state).
+    assert 0.1 < values["vllm-stable"] < 0.5
+    assert values["vllm-stable"] == pytest.approx(state["vllm-stable"]["cpuUtilization"], rel=0.01)

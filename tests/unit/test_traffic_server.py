@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from llm_operator.api import Backend
 from llm_operator.dev.traffic import ControlFile, Emulator, PodInfo, TrafficModel, TrafficServer
+from llm_operator.dev.traffic._exposition import EMULATED_CPU_UTILIZATION
 from llm_operator.dev.traffic.client import Step, TrafficClient, TrafficClientError
 from llm_operator.metrics import SOURCE_SERIES, PythonSeries, TensorRTLLMSeries, TritonSeries, VLLMSeries
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,21 +34,22 @@ TRITON_CORE = {
     TritonSeries.FIRST_RESPONSE_MS,
 }
 # What each backend's pod exports: its own series plus tritonserver's (prometheus_client's parser names a
-# counter family without its _total suffix).
+# counter family without its _total suffix), plus the emulator's own stand-in for CPU utilisation.
+EMULATED = {EMULATED_CPU_UTILIZATION}
 EXPECTED_FAMILIES: dict[Backend, set[str]] = {
     "python": {
         "llm_queue_depth", "llm_running_requests", "llm_kv_cache_usage_ratio", "llm_prompt_tokens",
         "llm_generation_tokens", "llm_requests_rejected", "llm_requests_finished", "llm_requests_failed",
-        "llm_time_to_first_token_seconds", "llm_inter_token_latency_seconds", *TRITON_CORE,
+        "llm_time_to_first_token_seconds", "llm_inter_token_latency_seconds", *TRITON_CORE, *EMULATED,
     },
     "vllm": {
         "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:prompt_tokens",
         "vllm:generation_tokens", "vllm:request_success", "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds", *TRITON_CORE,
+        "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds", *TRITON_CORE, *EMULATED,
     },
     "tensorrtllm": {
         "nv_trt_llm_request_metrics", "nv_trt_llm_kv_cache_block_metrics", "nv_llm_input_token_len",
-        "nv_llm_output_token_len", *TRITON_CORE,
+        "nv_llm_output_token_len", *TRITON_CORE, *EMULATED,
     },
 }
 
@@ -150,6 +152,11 @@ def test_each_pod_exports_its_backends_series_with_pod_labels(client: TrafficCli
     ttft_ms = {labels["le"]: v for s, labels, v in pods["trt-0"][TritonSeries.FIRST_RESPONSE_MS]
                if s.endswith("_bucket")}
     assert "1000.0" in ttft_ms  # Triton's histogram is in milliseconds
+    # The emulated CPU utilisation: busy slots over the 32 slots, with only the pod labels.
+    for name in ("py-0", "vllm-0", "trt-0"):
+        ((_, labels, cpu),) = pods[name][EMULATED_CPU_UTILIZATION]
+        assert set(labels) == {"namespace", "pod", "revision"}
+        assert cpu == pytest.approx(state[name]["runningRequests"] / 32) and cpu == state[name]["cpuUtilization"]
 
 
 def test_pod_exports_nothing_until_its_startup_delay_has_passed(client: TrafficClient, clock: Clock,
@@ -193,6 +200,9 @@ def test_control_api_refuses_bad_requests_with_the_reason(client: TrafficClient)
         ("/behaviour", {"revision": "r1", "behaviour": "sluggish"}, "unknown behaviour 'sluggish'"),
         ("/behaviour", {"behaviour": "slow"}, "exactly one of revision and imageTagSuffix"),
         ("/behaviour", {"revision": "r1", "behaviour": {"errorRatio": 2}}, "errorRatio must be within 0..1"),
+        ("/slo", {"namespace": NS, "name": "x"}, "ttftSeconds is required"),
+        ("/slo", {"namespace": NS, "name": "x", "ttftSeconds": 0}, "ttftSeconds must be a finite number > 0"),
+        ("/slo", {"namespace": NS, "name": "x", "ttft": 2}, "unknown field(s) ttft"),
     ]
     for path, body, message in cases:
         with pytest.raises(TrafficClientError, match=re.escape(message)):
@@ -215,6 +225,30 @@ def test_capacity_and_load_read_back_in_state(client: TrafficClient) -> None:
                                "outputTokens": 256.0}]
     assert state["capacities"][0]["batchSlots"] == 64 and state["capacities"][0]["maxQueue"] == 10
     assert state["startupDelaySeconds"] == 30.0
+
+
+def test_ttft_slo_tally_through_the_api(client: TrafficClient, clock: Clock, source: FakeSource) -> None:
+    assert client.set_slo(namespace=NS, name="vl", ttft_seconds=2.0) == {"namespace": NS, "name": "vl",
+                                                                         "ttftSeconds": 2.0}
+    client.set_load(namespace=NS, name="vl", rps=4)
+    clock.now += 60
+    tallies = {t["name"]: t for t in client.state()["llmdeployments"]}
+    vl = tallies["vl"]
+    assert vl["ttftSloSeconds"] == 2.0
+    assert vl["arrived"] == pytest.approx(240) and vl["admitted"] == pytest.approx(240, rel=1e-6)
+    assert vl["ttftMet"] == pytest.approx(240, rel=1e-6) and vl["ttftMetShare"] == pytest.approx(1.0)
+    assert vl["unserved"] == 0 and vl["rejected"] == 0
+    assert tallies["py"]["ttftSloSeconds"] is None and tallies["py"]["ttftMetShare"] is None
+    # Overload, then the pod goes: its counters go with it, the tally stays and counts the unserved requests.
+    client.set_load(namespace=NS, name="vl", rps=30)
+    clock.now += 60
+    client.state()  # the model advances at each request, with the pods the source lists then
+    source.current = [p for p in source.current if p.llmdeployment != "vl"]
+    clock.now += 10
+    vl = next(t for t in client.state()["llmdeployments"] if t["name"] == "vl")
+    assert vl["arrived"] == pytest.approx(240 + 1800 + 300)
+    assert vl["unserved"] == pytest.approx(300)
+    assert vl["ttftMetShare"] < (240 + 100) / vl["arrived"]  # ~10/s served, nearly all of them late
 
 
 def test_client_plays_a_profile(client: TrafficClient) -> None:
@@ -241,6 +275,7 @@ def test_control_file_is_applied_and_reapplied_when_it_changes(tmp_path: Path, c
         "loads: [{namespace: team, name: py, rps: 3}]\n"
         "capacities: [{namespace: team, name: py, tokensPerSecond: 4000}]\n"
         "behaviours: [{imageTagSuffix: '-canary', behaviour: slow}]\n"
+        "slos: [{namespace: team, name: py, ttftSeconds: 1.5}]\n"
     )
     control = ControlFile(path)
     assert control.poll(emulator)
@@ -248,6 +283,7 @@ def test_control_file_is_applied_and_reapplied_when_it_changes(tmp_path: Path, c
     assert emulator.model.load_of(namespace=NS, name="py").rps == 3
     assert emulator.model.capacity_of(namespace=NS, name="py").tokens_per_second == 4000
     assert emulator.model.image_tag_suffixes["-canary"] == "slow"
+    assert emulator.model.tally_of(namespace=NS, name="py").ttft_slo_seconds == 1.5
     path.write_text("loads: [{namespace: team, name: py, rps: 7}]\n")
     os.utime(path, (time.time() + 5, time.time() + 5))
     assert control.poll(emulator)

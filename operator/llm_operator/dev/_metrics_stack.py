@@ -1,7 +1,9 @@
 """What `llmctl dev up --metrics` adds to the local cluster: Prometheus, the traffic emulator and
 prometheus-adapter, registered as the custom metrics API through the apiserver's aggregation layer.
 
-Pure builders of configuration and manifests; :mod:`llm_operator.dev._cluster` runs the processes.
+Builders of configuration and manifests, pure but for :func:`adapter_args`, which writes the adapter's config
+(the shipped rules plus dev-only ones) into the cluster's state folder; :mod:`llm_operator.dev._cluster` runs
+the processes.
 
 Every byte stays on 127.0.0.1: the APIServices point at an ``ExternalName`` Service whose name is ``localhost``.
 Endpoints cannot hold loopback addresses, but the aggregator's default routing (``--enable-aggregator-routing=
@@ -14,6 +16,10 @@ import base64
 import importlib
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from llm_operator.dev.traffic._exposition import EMULATED_CPU_UTILIZATION
 
 # The timing a test can reason about: a load change is visible through custom.metrics.k8s.io after at most
 # one scrape plus one rule evaluation plus one adapter relist (for a new series; a known series is queried live).
@@ -69,7 +75,34 @@ def prometheus_args(*, port: int, config: Path, data: Path) -> list[str]:
     ]
 
 
+# Rules only the dev cluster's adapter serves, after the shipped ones: series that exist only because the pods are
+# emulated. The emulated CPU utilisation lets bench/autoscale.py run a "CPU at 70 %" HPA beside ours on fake
+# pods (kwok pods have no containers for metrics-server to measure). It is read straight from the emulator's
+# series, with no recording rule: no real pod exports it, so it has no place in the canonical vocabulary.
+DEV_ADAPTER_RULES: list[dict[str, Any]] = [
+    {
+        "seriesQuery": f'{{__name__="{EMULATED_CPU_UTILIZATION}",namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{EMULATED_CPU_UTILIZATION}$", "as": EMULATED_CPU_UTILIZATION},
+        "metricsQuery": "max(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+    },
+]
+DEV_ADAPTER_CONFIG = "prometheus-adapter-config.yaml"
+
+
+def dev_adapter_config(shipped: Path) -> dict[str, Any]:
+    """The shipped adapter config with :data:`DEV_ADAPTER_RULES` appended (the shipped rules unchanged)."""
+    config: dict[str, Any] = yaml.safe_load(shipped.read_text())
+    config["rules"] = [*config.get("rules", []), *DEV_ADAPTER_RULES]
+    return config
+
+
 def adapter_args(*, port: int, kubeconfig: Path, pki: Path, prometheus_port: int, config: Path) -> list[str]:
+    """The adapter's flags. ``config`` is the shipped config; the adapter reads it plus the dev-only rules from
+    a file written next to its ``kubeconfig`` (in the cluster's state folder), since it takes a single --config.
+    """
+    dev_config = kubeconfig.parent / DEV_ADAPTER_CONFIG
+    dev_config.write_text(yaml.safe_dump(dev_adapter_config(config), sort_keys=False))
     return [
         f"--secure-port={port}",
         "--bind-address=127.0.0.1",
@@ -81,7 +114,7 @@ def adapter_args(*, port: int, kubeconfig: Path, pki: Path, prometheus_port: int
         f"--prometheus-url=http://127.0.0.1:{prometheus_port}/",
         # The default is 10 min: a new pod's series would be invisible to the HPA for that long.
         f"--metrics-relist-interval={ADAPTER_RELIST_INTERVAL}",
-        f"--config={config}",
+        f"--config={dev_config}",
         "--v=1",
     ]
 

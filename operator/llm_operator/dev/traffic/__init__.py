@@ -18,6 +18,7 @@ from llm_operator.dev.traffic._model import (
     Load,
     PodInfo,
     PodState,
+    Tally,
     TrafficModel,
 )
 from llm_operator.dev.traffic._profile import Step, play, step_profile
@@ -36,6 +37,7 @@ __all__ = [
     "PodSource",
     "PodState",
     "Step",
+    "Tally",
     "TrafficModel",
     "TrafficServer",
     "play",

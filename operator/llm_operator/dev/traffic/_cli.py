@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-delay", type=_seconds, default=0.0, metavar="SECONDS",
                         help="a pod exports nothing and gets no load until it has been Ready this long (model load)")
     parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="control file (YAML/JSON: loads, capacities, behaviours), re-applied when it changes")
+                        help="control file (YAML/JSON: loads, capacities, behaviours, slos), re-applied on change")
     parser.add_argument("--tick", type=_seconds, default=1.0, metavar="SECONDS",
                         help="how often the pod list and the model advance between scrapes (default 1)")
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     server.start()
-    log(f"serving {server.url}/metrics (control: PUT /load /capacity /behaviour, GET /state); "
+    log(f"serving {server.url}/metrics (control: PUT /load /capacity /behaviour /slo, GET /state); "
         f"startup delay {args.startup_delay:g}s")
     try:
         done.wait()

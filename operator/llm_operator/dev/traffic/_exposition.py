@@ -17,6 +17,10 @@ from llm_operator.metrics import PythonSeries, TensorRTLLMSeries, TritonSeries, 
 from ._model import Histogram, PodState
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Not a series any server exports: the emulator's stand-in for a pod's CPU utilisation (busy batch slots over
+# batch slots, 0..1), so a CPU-utilisation autoscaling rule can be compared on fake pods (bench/autoscale.py).
+# Only the dev cluster's adapter config serves it (llm_operator.dev._metrics_stack.DEV_ADAPTER_RULES).
+EMULATED_CPU_UTILIZATION: Final = "llm_emulator_cpu_utilization"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -187,9 +191,11 @@ class Exported:
 
 
 def render(pods: Iterable[Exported]) -> str:
-    """The /metrics body for ``pods`` (each pod's own backend series)."""
+    """The /metrics body for ``pods`` (each pod's own backend series, and the emulated CPU utilisation)."""
     w = _Writer()
     for pod in pods:
+        w.gauge(EMULATED_CPU_UTILIZATION, "Emulated CPU utilisation: busy batch slots / batch slots (0..1)",
+                _pod_labels(pod.state), pod.state.cpu_utilization)
         backend = pod.state.info.backend
         if backend == "python":
             _python(w, pod.state)

@@ -20,6 +20,12 @@ A fluid (mean-value) model, documented in docs/metrics.md ("The traffic emulator
   so p50 and p95 differ as they do in a real server.
 * Behaviours (per revision, or per image-tag suffix) scale the *observed* latencies and fail a fraction of
   finished requests; they do not change throughput, so a slow canary does not disturb the queue.
+* Emulated CPU utilisation of a pod: busy batch slots over batch slots (``running / B``). Fake pods have no
+  container to measure, and this is what a CPU-utilisation autoscaling rule would see of an inference server
+  that burns CPU per running request.
+* Per LLMDeployment, a :class:`Tally` of its requests that outlives its pods (scale-down drops a pod's own
+  counters): arrived, admitted, refused, arrived while no pod served, and admitted with a TTFT within the
+  LLMDeployment's SLO (counted over the same log-normal spread the histograms get).
 """
 
 from __future__ import annotations
@@ -150,6 +156,11 @@ LATENCY_SPREAD: Final = _spread(0.5)
 TOKEN_GAP_SPREAD: Final = _spread(0.2)
 
 
+def share_within(mean: float, limit: float, *, spread: Sequence[float] = LATENCY_SPREAD) -> float:
+    """The share of observations spread around ``mean`` (as the histograms get them) that are <= ``limit``."""
+    return sum(1 for m in spread if mean * m <= limit) / len(spread)
+
+
 @dataclass
 class Histogram:
     """A cumulative Prometheus histogram with float counts (the model is fluid)."""
@@ -231,6 +242,10 @@ class PodState:
     execute_seconds: float = 0.0
     request_seconds: float = 0.0
     kv_cache_utilization: float = 0.0
+    # Busy batch slots / batch slots after the last step: the emulated CPU utilisation (0..1).
+    cpu_utilization: float = 0.0
+    # Admitted requests whose TTFT was within the SLO the last step was given (none given: not counted).
+    ttft_met: float = 0.0
     ttft: Histogram = field(init=False)
     itl: Histogram = field(init=False)
     e2e: Histogram = field(init=False)
@@ -252,8 +267,12 @@ class PodState:
         self.input_len = Histogram(TRTLLM_TOKEN_LEN_BUCKETS)
         self.output_len = Histogram(TRTLLM_TOKEN_LEN_BUCKETS)
 
-    def step(self, *, dt: float, rps: float, load: Load, capacity: Capacity, behaviour: Behaviour) -> None:
-        """Advance this pod by ``dt`` seconds with ``rps`` requests/s arriving."""
+    def step(
+        self, *, dt: float, rps: float, load: Load, capacity: Capacity, behaviour: Behaviour,
+        ttft_slo: float | None = None,
+    ) -> None:
+        """Advance this pod by ``dt`` seconds with ``rps`` requests/s arriving; with ``ttft_slo`` also count the
+        admitted requests whose TTFT is within it."""
         slots = capacity.batch_slots
         prompt, output = load.prompt_tokens, load.output_tokens
         max_queue = capacity.max_queue if capacity.max_queue is not None else DEFAULT_MAX_QUEUE[self.info.backend]
@@ -274,6 +293,8 @@ class PodState:
         observed_itl = itl * behaviour.itl_factor
         self.ttft.observe(ttft, f.admitted, spread=LATENCY_SPREAD)
         self.first_response.observe(ttft, f.admitted, spread=LATENCY_SPREAD)
+        if ttft_slo is not None:
+            self.ttft_met += f.admitted * share_within(ttft, ttft_slo)
 
         tokens = f.done * output
         self.generated_tokens += tokens
@@ -291,6 +312,7 @@ class PodState:
             self.itl.observe(observed_itl, f.done * (output - 1), spread=TOKEN_GAP_SPREAD)
 
         self.kv_cache_utilization = min(1.0, self.running * (prompt + output / 2) / capacity.kv_cache_tokens)
+        self.cpu_utilization = min(self.running, slots) / slots
         self.arrival_rps = rps
         self.generation_tps = tokens / dt if dt > 0 else 0.0
         self.last_ttft = ttft
@@ -371,6 +393,27 @@ def flow(
 # ------------------------------------------------------------------------------------------ the model
 
 
+@dataclass
+class Tally:
+    """Requests of one LLMDeployment, summed over its pods (gone ones included) since the tally started: when
+    its TTFT SLO was set, else when it first had a load or a pod. Fluid counts (floats)."""
+
+    ttft_slo_seconds: float | None = None
+    arrived: float = 0.0  # offered: every request sent to the LLMDeployment
+    unserved: float = 0.0  # arrived while no pod of it was serving (the Service had no endpoint)
+    admitted: float = 0.0
+    rejected: float = 0.0  # refused by a full admission queue
+    ttft_met: float = 0.0  # admitted with TTFT <= ttft_slo_seconds (0 while no SLO is set)
+
+    @property
+    def ttft_met_share(self) -> float | None:
+        """Requests that got their first token within the SLO, of all that arrived (refused and unserved ones
+        missed it); None without an SLO or before any request."""
+        if self.ttft_slo_seconds is None or self.arrived <= 0:
+            return None
+        return self.ttft_met / self.arrived
+
+
 @dataclass(frozen=True, kw_only=True)
 class PodView:
     """A pod as the exposition and GET /state see it."""
@@ -411,6 +454,7 @@ class TrafficModel:
         self.capacities: dict[tuple[str, str], Capacity] = {}
         self.default_capacity = Capacity()
         self.pods: dict[tuple[str, str], PodState] = {}
+        self.tallies: dict[tuple[str, str], Tally] = {}
 
     # ------------------------------------------------------------------ control
 
@@ -425,6 +469,15 @@ class TrafficModel:
 
     def capacity_of(self, *, namespace: str, name: str) -> Capacity:
         return self.capacities.get((namespace, name), self.default_capacity)
+
+    def set_ttft_slo(self, *, namespace: str, name: str, seconds: float) -> None:
+        """Count this LLMDeployment's requests against a TTFT SLO from now on: its tally starts again."""
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"ttftSeconds must be a finite number > 0, got {seconds}")
+        self.tallies[(namespace, name)] = Tally(ttft_slo_seconds=seconds)
+
+    def tally_of(self, *, namespace: str, name: str) -> Tally:
+        return self.tallies.setdefault((namespace, name), Tally())
 
     def define_behaviour(self, *, name: str, behaviour: Behaviour) -> None:
         self.behaviours[name] = behaviour
@@ -499,18 +552,30 @@ class TrafficModel:
         for key in serving_pods:
             info = self.pods[key].info
             per_llmd[(info.namespace, info.llmdeployment)] = per_llmd.get((info.namespace, info.llmdeployment), 0) + 1
+        for key, load in self.loads.items():
+            if key not in per_llmd and load.rps > 0:
+                tally = self.tally_of(namespace=key[0], name=key[1])
+                tally.arrived += load.rps * dt
+                tally.unserved += load.rps * dt
         for pod_key, state in self.pods.items():
             info = state.info
             key = (info.namespace, info.llmdeployment)
             load = self.load_of(namespace=key[0], name=key[1])
             rps = load.rps / per_llmd[key] if pod_key in serving_pods else 0.0
+            tally = self.tally_of(namespace=key[0], name=key[1])
+            before = (state.arrived, state.admitted, state.rejected, state.ttft_met)
             state.step(
                 dt=dt,
                 rps=rps,
                 load=load,
                 capacity=self.capacity_of(namespace=key[0], name=key[1]),
                 behaviour=self.behaviour_of(info),
+                ttft_slo=tally.ttft_slo_seconds,
             )
+            tally.arrived += state.arrived - before[0]
+            tally.admitted += state.admitted - before[1]
+            tally.rejected += state.rejected - before[2]
+            tally.ttft_met += state.ttft_met - before[3]
 
     # ------------------------------------------------------------------ views
 

@@ -10,6 +10,8 @@ Endpoints (JSON bodies use camelCase keys; unknown keys are refused with 400):
   "kvCacheTokens"?, "maxQueue"?}``: what each of its pods can do.
 * ``PUT /behaviour`` ``{"revision" | "imageTagSuffix", "behaviour": NAME | {"name"?, "ttftFactor"?, "itlFactor"?,
   "errorRatio"?} | null}``: how pods of a revision (or whose image tag ends so) behave.
+* ``PUT /slo`` ``{"namespace", "name", "ttftSeconds"}``: count an LLMDeployment's requests against a TTFT SLO
+  from now on (its tally in ``GET /state`` starts again).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _CAPACITY_KEYS = {"namespace", "name", "tokensPerSecond", "batchSlots", "prefill
                   "maxQueue"}
 _BEHAVIOUR_KEYS = {"revision", "imageTagSuffix", "behaviour"}
 _BEHAVIOUR_FIELDS = {"name", "ttftFactor", "itlFactor", "errorRatio"}
+_SLO_KEYS = {"namespace", "name", "ttftSeconds"}
 
 
 def _check_keys(body: Mapping[str, Any], allowed: set[str], what: str) -> None:
@@ -123,6 +126,7 @@ class Emulator:
                     "runningRequests": s.running,
                     "generationTokensPerSecond": s.generation_tps,
                     "kvCacheUtilization": s.kv_cache_utilization,
+                    "cpuUtilization": s.cpu_utilization,
                     "ttftSeconds": s.last_ttft,
                     "interTokenLatencySeconds": s.last_itl,
                     "finished": s.finished,
@@ -146,6 +150,12 @@ class Emulator:
                 "revisionBehaviours": dict(sorted(m.revision_behaviours.items())),
                 "imageTagSuffixBehaviours": dict(sorted(m.image_tag_suffixes.items())),
                 "pods": pods,
+                "llmdeployments": [
+                    {"namespace": ns, "name": name, "ttftSloSeconds": t.ttft_slo_seconds, "arrived": t.arrived,
+                     "unserved": t.unserved, "admitted": t.admitted, "rejected": t.rejected, "ttftMet": t.ttft_met,
+                     "ttftMetShare": t.ttft_met_share}
+                    for (ns, name), t in sorted(m.tallies.items())
+                ],
             }
 
     # ------------------------------------------------------------------ control
@@ -239,12 +249,29 @@ class Emulator:
         key = "revision" if revision is not None else "imageTagSuffix"
         return {key: target, "behaviour": name, "definition": _behaviour_json(defined) if defined else None}
 
+    def put_slo(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        what = "PUT /slo"
+        _check_keys(body, _SLO_KEYS, what)
+        namespace, name = _string(body, "namespace", what), _string(body, "name", what)
+        seconds = _number(body, "ttftSeconds", what)
+        if seconds is None:
+            raise ControlError(f"{what}: ttftSeconds is required")
+        self.refresh()
+        with self._lock:
+            try:
+                self.model.set_ttft_slo(namespace=namespace, name=name, seconds=seconds)
+            except ValueError as exc:
+                raise ControlError(f"{what}: {exc}") from None
+        return {"namespace": namespace, "name": name, "ttftSeconds": seconds}
+
     def apply_config(self, doc: Mapping[str, Any]) -> None:
-        """Apply a control file: ``{"loads": [...], "capacities": [...], "behaviours": [...]}`` with the same
-        bodies as PUT /load, /capacity and /behaviour."""
-        _check_keys(doc, {"loads", "capacities", "behaviours"}, "control file")
+        """Apply a control file: ``{"loads": [...], "capacities": [...], "behaviours": [...], "slos": [...]}``
+        with the same bodies as PUT /load, /capacity, /behaviour and /slo."""
+        _check_keys(doc, {"loads", "capacities", "behaviours", "slos"}, "control file")
         for body in doc.get("capacities") or []:
             self.put_capacity(body)
+        for body in doc.get("slos") or []:
+            self.put_slo(body)
         for body in doc.get("behaviours") or []:
             self.put_behaviour(body)
         for body in doc.get("loads") or []:
@@ -316,11 +343,12 @@ def _handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 "/load": emulator.put_load,
                 "/capacity": emulator.put_capacity,
                 "/behaviour": emulator.put_behaviour,
+                "/slo": emulator.put_slo,
             }
             action = actions.get(path)
             if action is None:
                 self._json(HTTPStatus.NOT_FOUND,
-                           {"error": f"no such endpoint {path}: PUT /load, /capacity, /behaviour"})
+                           {"error": f"no such endpoint {path}: PUT /load, /capacity, /behaviour, /slo"})
                 return
             length = int(self.headers.get("Content-Length") or 0)
             try:

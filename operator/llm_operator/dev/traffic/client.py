@@ -100,6 +100,10 @@ class TrafficClient:
             body["imageTagSuffix"] = image_tag_suffix
         return self._put("/behaviour", body)
 
+    def set_slo(self, *, namespace: str, name: str, ttft_seconds: float) -> dict[str, Any]:
+        """Count this LLMDeployment's requests against a TTFT SLO from now on (``state()["llmdeployments"]``)."""
+        return self._put("/slo", {"namespace": namespace, "name": name, "ttftSeconds": ttft_seconds})
+
     def state(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(self._request("GET", "/state"))
         return result
