@@ -32,12 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="write load, replicas and TTFT over time to this PNG (matplotlib)")
     p.add_argument("--profile", metavar="FILE",
                    help="YAML/JSON replica profile (tokensPerSecond, batchSlots, prefillTokensPerSecond, "
-                   "startupSeconds, cpuRequestCores, ...; see docs/simulate.md)")
+                   "startupSeconds, ...; see docs/simulate.md)")
     p.add_argument("--tokens-per-second", type=float, help="decode tokens/s of one replica at a full batch")
     p.add_argument("--batch-slots", type=int, help="requests one replica batches at once")
     p.add_argument("--prefill-tokens-per-second", type=float, help="prompt tokens/s one replica prefills")
     p.add_argument("--startup", metavar="SECONDS", help="model load time of a new replica, e.g. 90s or 3m")
-    p.add_argument("--cpu-request", type=float, metavar="CORES", help="CPU request per replica (for cpu:PERCENT)")
     p.add_argument("--initial-replicas", type=int, help="replicas serving at the start (default: enough for the "
                    "trace's first minute, within each policy's min/max)")
     p.add_argument("--dev-cluster", action="store_true",
@@ -99,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--slo-ttft must be > 0, got {args.slo_ttft!r}")
         overrides: dict[str, Any] = read_profile_file(args.profile) if args.profile else {}
         for key, value in (("tokensPerSecond", args.tokens_per_second), ("batchSlots", args.batch_slots),
-                           ("prefillTokensPerSecond", args.prefill_tokens_per_second),
-                           ("cpuRequestCores", args.cpu_request)):
+                           ("prefillTokensPerSecond", args.prefill_tokens_per_second)):
             if value is not None:
                 overrides[key] = value
         if args.startup is not None:
@@ -128,11 +126,7 @@ def run(args: argparse.Namespace) -> int:
             if name in seen:
                 continue
             seen.add(name)
-            pol = parse(name, llmd=llmd, source=args.filename)
-            if pol.kind == "cpu" and profile.cpu_request_cores is None:
-                return fail(f"policy {name}: CPU utilization needs a CPU request: set spec.resources.cpu in "
-                            f"{args.filename}, cpuRequestCores in --profile, or --cpu-request")
-            policies.append(pol)
+            policies.append(parse(name, llmd=llmd, source=args.filename))
     except PolicyError as exc:
         return fail(str(exc))
     if args.initial_replicas is not None and args.initial_replicas < 1:

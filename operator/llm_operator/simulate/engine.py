@@ -94,10 +94,9 @@ def run(
     steps = max(1, math.ceil(trace.duration / dt - _EPS))
     alpha = 1.0 - math.exp(-dt / TOKEN_MEAN_SECONDS)
     o_mean, p_mean = trace.mean_output, trace.mean_prompt
-    idle_cores, busy_cores = profile.cpu_idle_cores, profile.cpu_busy_cores
-    cpu_per_token = profile.cpu_seconds_per_token
     kv_tokens = profile.kv_cache_tokens
-    cpu_request = None if profile.cpu_request_cores is None else math.ceil(profile.cpu_request_cores * 1000)
+    cpu_cores = profile.cpu_request_cores
+    cpu_request = math.ceil(cpu_cores * 1000)
 
     next_key = 1
     groups: list[_Group] = [_Group(0, initial, _WARM, _WARM, _WARM, served=True)]
@@ -153,13 +152,11 @@ def run(
             if t < g.running_at:
                 continue  # Pending: no container yet
             if not g.served:
-                g.cpu += busy_cores * dt  # loading the model
-                continue
+                continue  # loading the model: no batch yet
             rps = rps_pod if g.deleted_at is None else 0.0
             if rps == 0.0 and g.queue == 0.0 and g.running < 1e-6:
                 g.running = 0.0
                 g.tps = 0.0
-                g.cpu += idle_cores * dt
                 continue
             itl = inter_token_latency(running=min(g.running, slots), capacity=cap)
             f = flow(dt=dt, rps=rps, queue=g.queue, running=g.running, slots=slots, tau=o_mean * itl,
@@ -168,7 +165,7 @@ def run(
             tokens = f.done * o_mean
             g.generated += tokens
             g.tps = tokens / dt
-            g.cpu += (idle_cores + busy_cores * (1.0 - math.exp(-g.running)) + cpu_per_token * g.tps) * dt
+            g.cpu += cpu_cores * min(g.running, slots) / slots * dt
             # The emulator's TTFT: the queue ahead, drained by a full batch at C / O requests/s, plus one gap.
             g.base_ttft = g.queue * o_mean / capacity_tps + itl
             g.reject = f.rejected / (rps * dt) if rps > 0 and f.rejected > 0 else 0.0

@@ -58,13 +58,10 @@ class ServerProfile:
     prestop_seconds: float = float(PRESTOP_SLEEP_SECONDS)
     grace_seconds: float = 330.0
     gpus: float = 1.0
-    # CPU use (for the CPU-utilization policy): the engine loop keeps about one core busy whenever a batch
-    # runs, because decoding is launch-bound (docs/runtime.md: 17 ms per step, of which the GPU is busy 2.5 ms),
-    # plus the HTTP front's per-token streaming work.
-    cpu_idle_cores: float = 0.05
-    cpu_busy_cores: float = 1.0
-    cpu_seconds_per_token: float = 0.0001
-    cpu_request_cores: float | None = None
+    # CPU (for the CPU-utilization policy): a replica uses its request times busy batch slots over batch slots,
+    # the traffic emulator's stand-in for an inference server's CPU (docs/metrics.md). Only the ratio matters
+    # to a Utilization target; the request is the spec's resources.cpu, else a nominal core.
+    cpu_request_cores: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("tokens_per_second", "prefill_tokens_per_second", "kv_cache_tokens", "gpus"):
@@ -72,12 +69,11 @@ class ServerProfile:
                 raise ProfileError(f"{_camel(name)} must be > 0, got {getattr(self, name)}")
         if self.batch_slots < 1:
             raise ProfileError(f"batchSlots must be >= 1, got {self.batch_slots}")
-        for name in ("pending_seconds", "startup_seconds", "prestop_seconds", "grace_seconds", "cpu_idle_cores",
-                     "cpu_busy_cores", "cpu_seconds_per_token"):
+        for name in ("pending_seconds", "startup_seconds", "prestop_seconds", "grace_seconds"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ProfileError(f"{_camel(name)} must be a number >= 0, got {value}")
-        if self.cpu_request_cores is not None and not self.cpu_request_cores > 0:
+        if not self.cpu_request_cores > 0:
             raise ProfileError(f"cpuRequestCores must be > 0, got {self.cpu_request_cores}")
 
     def capacity(self) -> Capacity:
@@ -185,7 +181,7 @@ def profile_for(llmd: api.LLMDeployment, *, overrides: Mapping[str, Any] | None 
     backend = spec.runtime.backend
     # vllm queues inside the engine (unbounded); python and tensorrtllm refuse beyond maxQueueSize.
     max_queue = None if DEFAULT_MAX_QUEUE[backend] is None else spec.runtime.max_queue_size
-    cpu = _cpu_cores(spec.resources.cpu) if spec.resources.cpu is not None else None
+    cpu = _cpu_cores(spec.resources.cpu) if spec.resources.cpu is not None else 1.0
     profile = ServerProfile(max_queue=max_queue, gpus=gpus, grace_seconds=float(termination_grace_seconds(spec)),
                             cpu_request_cores=cpu)
     return apply_overrides(profile, overrides or {})
@@ -208,8 +204,6 @@ def apply_overrides(profile: ServerProfile, overrides: Mapping[str, Any]) -> Ser
         elif name == "max_queue":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ProfileError(f"maxQueue must be a whole number >= 0 or null, got {value!r}")
-        elif name == "cpu_request_cores" and value is None:
-            pass
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ProfileError(f"{key} must be a number, got {value!r}")
         changes[name] = value

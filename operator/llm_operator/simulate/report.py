@@ -33,12 +33,14 @@ def table(sim: Simulation) -> str:
     oracle = sim.oracle()
     head = ("policy", "SLO met", "TTFT p50", "TTFT p99", "GPU-hours", "vs oracle", "scale events", "max queue",
             "peak replicas")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for r in sim.results:
         rows.append((r.name, f"{r.attainment * 100:.2f}%", _seconds(r.ttft_p50), _seconds(r.ttft_p99),
                      f"{r.gpu_hours:.2f}", _vs(r, oracle), str(r.scale_events), f"{r.max_queue:.0f}",
                      str(r.peak_replicas)))
-    widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
+    if oracle is None:  # no column to compare with
+        rows = [row[:5] + row[6:] for row in rows]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = [
         f"{sim.llmd_name}: {sim.trace_name} ({sim.requests} requests over {_duration(sim.duration)}), "
         f"SLO: time to first token <= {sim.slo:g} s",
@@ -55,10 +57,10 @@ def table(sim: Simulation) -> str:
 
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
+        return f"{seconds / 3600:.3g} h"
     if seconds >= 60:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
 
 
 def as_json(sim: Simulation, *, timeline: bool) -> dict[str, Any]:

@@ -359,6 +359,19 @@ def _token_counts(rng: random.Random, mean: float, sigma: float, n: int) -> arra
     return array("d", (max(1.0, float(round(rng.lognormvariate(mu, sigma)))) for _ in range(n)))
 
 
+def write_csv(t: Trace, path: str | Path, *, start: datetime) -> None:
+    """Write `t` in the Azure LLM inference trace's format (`TIMESTAMP,ContextTokens,GeneratedTokens`, the
+    timestamp with 7 fractional digits as in that trace), so synthetic traces can be shared as files."""
+    from datetime import timedelta
+
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle, lineterminator="\n")
+        out.writerow(["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
+        for at, prompt, output in zip(t.times, t.prompt_tokens, t.output_tokens, strict=True):
+            stamp = (start + timedelta(seconds=at)).strftime("%Y-%m-%d %H:%M:%S.%f") + "0"
+            out.writerow([stamp, int(prompt), int(output)])
+
+
 def load(text: str) -> Trace:
     """`--trace`: a generator spec (`poisson:...`, `diurnal:...`, `burst:...`, `step:...`) or a CSV file."""
     head = text.partition(":")[0].strip().lower()
