@@ -104,9 +104,11 @@ def test_step_up_on_queue_depth_then_down_after_the_window_without_flapping(
         obj = wait_for(lambda: (o := get(cluster, namespace, "llmd", name)) and o["spec"].get("replicas", 1) >= 3
                        and o, timeout=REACT, interval=0.5, what="scale-up to 3 replicas")
         reacted = time.monotonic() - started
-        obj = wait_condition(cluster, namespace, name, "ScalingActive", "True", "ValidMetricFound")
-        scaled = [e for e in events(cluster, namespace, name) if e["reason"] == "Scaled"]
-        assert scaled and "queue depth" in scaled[-1]["message"] and "> target 4" in scaled[-1]["message"], scaled
+        wait_condition(cluster, namespace, name, "ScalingActive", "True", "ValidMetricFound")
+        scaled = wait_for(lambda: [e for e in events(cluster, namespace, name) if e["reason"] == "Scaled"],
+                          timeout=30, what="the Scaled Event")
+        assert "queue depth" in scaled[-1]["message"] and "> target 4" in scaled[-1]["message"], scaled
+        obj = get(cluster, namespace, "llmd", name) or obj
         assert obj["status"]["autoscaling"]["lastScale"].endswith("-> 3"), obj["status"]["autoscaling"]
         assert _replicas(cluster, namespace, name) <= 4
         # Load gone: replicas fall only after the 20 s stabilization window, one pod per period, down to min.
@@ -129,10 +131,13 @@ def test_token_throughput_alone_drives_a_scale_up(cluster: Cluster, operator: Op
     traffic.set_load(namespace=namespace, name=name, rps=6, output_tokens=OUTPUT_TOKENS)  # 1536 tokens/s, no queue
     obj = wait_for(lambda: (o := get(cluster, namespace, "llmd", name)) and o["spec"].get("replicas", 1) >= 2 and o,
                    timeout=REACT + 60, interval=0.5, what="scale-up on tokens/s")  # rate1m needs samples
+    # The operator sees the HPA's decision through the HPA's status, a moment after spec.replicas moved.
+    scaled = wait_for(lambda: [e for e in events(cluster, namespace, name) if e["reason"] == "Scaled"],
+                      timeout=30, what="the Scaled Event")
+    assert "tokens/s" in scaled[-1]["message"] and "> target 1000" in scaled[-1]["message"], scaled
+    obj = get(cluster, namespace, "llmd", name) or obj
     metrics = {m["name"]: m for m in obj["status"]["autoscaling"]["metrics"]}
     assert metrics["queueDepth"].get("current", 0) < 1, metrics  # the queue stayed empty
-    scaled = [e for e in events(cluster, namespace, name) if e["reason"] == "Scaled"]
-    assert scaled and "tokens/s" in scaled[-1]["message"] and "> target 1000" in scaled[-1]["message"], scaled
     state = traffic.state()
     assert state, "the emulator has no state"
 
