@@ -18,7 +18,7 @@ from typing import Final, Literal
 from llm_operator.dev.traffic._model import flow, inter_token_latency
 
 from .hpa import HorizontalController, MetricError, MetricReading, Pod, PodMetric
-from .pipeline import MetricsServer, Prometheus
+from .pipeline import MetricsServer, Prometheus, Recorded
 from .profile import ServerProfile, Timing
 from .result import PolicyResult, Timeline, percentile, window_for, window_p95
 from .trace import Trace
@@ -283,10 +283,7 @@ def run(
     )
 
 
-def _value(r: object, source: Source) -> float | None:
-    from .pipeline import Recorded
-
-    assert isinstance(r, Recorded)
+def _value(r: Recorded, source: Source) -> float | None:
     if source == "queue":
         return r.queue
     if source == "kv":

@@ -12,6 +12,7 @@ import math
 import random
 import re
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,8 +49,6 @@ class Trace:
 
     def rate(self, *, start: float, end: float) -> float:
         """Requests per second arriving in [start, end)."""
-        from bisect import bisect_left
-
         if end <= start:
             return 0.0
         return (bisect_left(self.times, end) - bisect_left(self.times, start)) / (end - start)
