@@ -49,6 +49,8 @@ class Controller:
         # kopf's node index (live mapping). kopf starts no resource handler before indexes are populated,
         # so the first reconcile already sees every node.
         self.node_index: Mapping[str, Any] | None = None
+        # kopf's index of pods that request GPUs, by node ("" while unbound): free GPU room for surges.
+        self.pod_index: Mapping[str, Any] | None = None
         self.monitor_kinds: frozenset[str] = frozenset()  # Prometheus Operator kinds the cluster serves
         self._reconcile = reconcile_fn
         self._heap: list[tuple[float, Key]] = []
@@ -103,7 +105,9 @@ class Controller:
     def node_facts(self) -> NodeFacts | None:
         if self.node_index is None:
             return None
-        return NodeFacts.from_nodes(v for store in list(self.node_index.values()) for v in list(store))
+        pods = [] if self.pod_index is None else [
+            (node, v) for node, store in list(self.pod_index.items()) for v in list(store)]
+        return NodeFacts.from_nodes((v for store in list(self.node_index.values()) for v in list(store)), pods=pods)
 
     def set_node(self, name: str, facts: dict[str, Any] | None) -> bool:
         """Record a node's GPU facts; True when what the fleet offers changed."""

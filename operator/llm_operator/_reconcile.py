@@ -25,8 +25,10 @@ from llm_operator._diff import contains
 from llm_operator._k8s import KubeAPI, KubeError
 from llm_operator._scaling import SCALING_ACTIVE, SCALING_LIMITED, PendingGPUs, explain
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
-from llm_operator.builders import build_children, revision_hash
-from llm_operator.rollout import RevisionState, plan
+from llm_operator.builders import build_children, build_revision_service, revision_hash, route_problem, route_weights
+from llm_operator.rollout import RevisionState, canary, plan, requests
+from llm_operator.rollout import analysis as rollout_analysis
+from llm_operator.rollout.replicas import NodeGPUs, free_slots
 
 log = logging.getLogger("llm_operator.reconcile")
 
@@ -53,21 +55,43 @@ class NodeFacts:
 
     gpu_products: Mapping[str, int] = field(default_factory=dict)  # product label -> allocatable GPUs
     extended: Mapping[str, int] = field(default_factory=dict)  # e.g. nvidia.com/mig-1g.10gb -> count
+    gpu_nodes: tuple[NodeGPUs, ...] = ()
+    gpu_used: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs its pods hold
+    unbound: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (namespace, LLMD) -> GPUs pending
 
     @classmethod
-    def from_nodes(cls, nodes: Any) -> NodeFacts:
+    def from_nodes(cls, nodes: Any, *, pods: Any = ()) -> NodeFacts:
         products: dict[str, int] = {}
         extended: dict[str, int] = {}
+        gpu_nodes = []
         for node in nodes:
             alloc = node.get("allocatable") or {}
             product = node.get("product")
             gpus = int(alloc.get("nvidia.com/gpu", "0") or 0)
             if product:
                 products[product] = products.get(product, 0) + gpus
+            if gpus:
+                gpu_nodes.append(NodeGPUs(node.get("name", ""), product, gpus, not node.get("unschedulable")))
             for key, value in alloc.items():
                 if key.startswith("nvidia.com/mig-"):
                     extended[key] = extended.get(key, 0) + int(value or 0)
-        return cls(products, extended)
+        used: dict[str, int] = {}
+        unbound: dict[tuple[str, str], int] = {}
+        for node, pod in pods:
+            if node:
+                used[node] = used.get(node, 0) + int(pod.get("gpus", 0))
+            elif pod.get("instance"):
+                key = (str(pod.get("namespace")), str(pod["instance"]))
+                unbound[key] = unbound.get(key, 0) + int(pod.get("gpus", 0))
+        return cls(products, extended, tuple(gpu_nodes), used, unbound)
+
+    def room(self, llmd: LLMDeployment, namespace: str) -> tuple[int, str]:
+        """Free slots for one more pod of this model (replicas.free_slots), from the node and pod indexes."""
+        gpu = llmd.spec.resources.gpu
+        if gpu is None:
+            return free_slots((), {}, product=None, gpus_per_pod=0)
+        return free_slots(self.gpu_nodes, self.gpu_used, product=gpu.product, gpus_per_pod=gpu.count,
+                          unbound_gpus=self.unbound.get((namespace, llmd.name), 0))
 
 
 @dataclass
@@ -276,18 +300,37 @@ def reconcile(
     children = build_children(llmd, namespace=namespace, owner_uid=meta.get("uid"), monitoring_crds=monitoring_crds,
                               keda_crd=keda_installed)
     terminating = _terminating_pods(kube, namespace, selector_labels, deployments) if old else None
-    rollout = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
-                   old=[_state(d, terminating) for d in old])
+    room, room_reason = nodes.room(llmd, namespace) if nodes is not None else (0, "no node facts yet")
+    rollout_spec = llmd.spec.rollout
+    decision: canary.Decision | None = None
+    if rollout_spec is not None and rollout_spec.canary is not None:
+        decision = _plan_canary(llmd, meta, namespace, revision, current, old, terminating, old_status,
+                                room=room, room_reason=room_reason)
+        current_replicas, scale, delete = decision.current_replicas, decision.replicas, decision.delete
+        rollout_status = decision.status
+        routing = rollout_spec.canary.traffic_routing
+        if routing is not None and decision.stable is not None:
+            children += [
+                build_revision_service(llmd, namespace=namespace, owner_uid=meta.get("uid"), role="stable",
+                                       revision=decision.stable),
+                build_revision_service(llmd, namespace=namespace, owner_uid=meta.get("uid"), role="canary",
+                                       revision=decision.canary_revision or decision.stable),
+            ]
+    else:
+        rolling = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
+                       old=[_state(d, terminating) for d in old], room=room)
+        current_replicas, scale, delete = rolling.current_replicas, rolling.scale, rolling.delete
+        rollout_status = _rolling_status(revision, rolling.rolling, room, room_reason)
     desired_keys = set()
     service: dict[str, Any] | None = None
     autoscaler: dict[str, Any] | None = None
     for child in children:
         desired_keys.add(_key(child))
         if child["kind"] == "Deployment":
-            child["spec"]["replicas"] = rollout.current_replicas
+            child["spec"]["replicas"] = current_replicas
             live = current
         else:
-            if child["kind"] == "Service":
+            if child["kind"] == "Service" and child["metadata"]["name"] == llmd.name:
                 service = child
             live = kube.get(api_version=child["apiVersion"], kind=child["kind"], namespace=namespace,
                             name=child["metadata"]["name"])
@@ -307,12 +350,17 @@ def reconcile(
                 current = applied
             elif child["kind"] in AUTOSCALER_KINDS:
                 autoscaler = applied
-    for old_name, replicas in rollout.scale.items():
+    for old_name, replicas in scale.items():
         kube.patch(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name,
                    body={"spec": {"replicas": replicas}}, subresource="scale")
-    for old_name in rollout.delete:
+    for old_name in delete:
         kube.delete(api_version="apps/v1", kind="Deployment", namespace=namespace, name=old_name)
-    old = [d for d in old if d["metadata"]["name"] not in rollout.delete]
+    if decision is not None and rollout_spec is not None and rollout_spec.canary is not None \
+            and rollout_spec.canary.traffic_routing is not None:
+        problem = _route(kube, llmd, namespace, rollout_spec.canary.traffic_routing, decision)
+        if problem is not None:
+            problems.append(problem)
+    old = [d for d in old if d["metadata"]["name"] not in delete]
     _prune(kube, namespace, meta.get("uid"), selector_labels, desired_keys,
            keep_revisions={_revision_of(d) for d in old}, monitor_kinds=monitor_kinds)
 
@@ -322,16 +370,90 @@ def reconcile(
         # While our own pods are terminating they still hold GPUs that a Pending pod waits for: that is a
         # rollout step, not an unschedulable spec.
         draining = any(_state(d, terminating).terminating for d in [current, *old])
-        if int(status.get("readyReplicas", 0)) < rollout.current_replicas and not draining:
-            messages = _unschedulable(kube, namespace, current) if rollout.current_replicas else []
+        if int(status.get("readyReplicas", 0)) < current_replicas and not draining:
+            messages = _unschedulable(kube, namespace, current) if current_replicas else []
             if messages:
                 problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {messages[0]}"))
                 short = [m for m in messages if f"Insufficient {builders.GPU_RESOURCE}" in m or "nvidia.com/mig-" in m]
                 if short:
                     pending = PendingGPUs(pods=len(short), gpus_per_pod=_gpus_per_pod(llmd), message=short[0])
-    observed = _Observed(llmd, revision, current, old, service, autoscaler, pending, keda_installed)
+    observed = _Observed(llmd, revision, current, old, service, autoscaler, pending, keda_installed,
+                         rollout_status, decision)
     return _finish(kube, body, old_status, generation, problems=problems, observed=observed, record=record,
                    writes_before=writes_before)
+
+
+def _plan_canary(
+    llmd: LLMDeployment,
+    meta: Mapping[str, Any],
+    namespace: str,
+    revision: str,
+    current: Mapping[str, Any] | None,
+    old: Sequence[Mapping[str, Any]],
+    terminating: Mapping[str, int] | None,
+    old_status: Mapping[str, Any],
+    *,
+    room: int,
+    room_reason: str,
+) -> canary.Decision:
+    """The canary step machine, with a measurement from Prometheus when one is due (the only I/O here)."""
+    assert llmd.spec.rollout is not None and llmd.spec.rollout.canary is not None
+    spec = llmd.spec.rollout.canary
+    states = {_revision_of(d): _state(d, terminating) for d in [*old, *([current] if current else [])]}
+    if revision not in states:  # the canary's Deployment is created by this pass
+        states[revision] = RevisionState(name=builders.deployment_name(llmd, revision=revision), revision=revision,
+                                         spec_replicas=0, replicas=0, ready_replicas=0, created="~")
+    previous = dict(old_status.get("rollout") or {})
+    annotations = meta.get("annotations") or {}
+    now = dt.datetime.now(dt.UTC)
+    inputs = canary.Inputs(canary=spec, total=llmd.spec.replicas, revision=revision, deployments=states,
+                           previous=previous, now=now, room=room, room_reason=room_reason,
+                           request=requests.pending(annotations, previous.get("lastRequest")),
+                           user_paused=requests.user_paused(annotations))
+    decision = canary.plan(inputs)
+    analysis = spec.analysis
+    if decision.measure and analysis is not None and decision.stable is not None:
+        same = previous.get("canaryRevision") == revision and previous.get("stableRevision") == decision.stable
+        last = previous.get("analysis") if same else None
+        if rollout_analysis.due(last, interval_seconds=rollout_analysis.parse_duration(analysis.interval), now=now):
+            inputs.measurement = rollout_analysis.measure(analysis, namespace=namespace, canary_revision=revision,
+                                                    stable_revision=decision.stable)
+            decision = canary.plan(inputs)
+        interval = rollout_analysis.parse_duration(analysis.interval)
+        decision.requeue_after = min(decision.requeue_after or interval, interval)
+    return decision
+
+
+def _rolling_status(revision: str, rolling: bool, room: int, room_reason: str) -> dict[str, Any]:
+    status: dict[str, Any] = {"strategy": "RollingUpdate", "phase": "Progressing" if rolling else "Healthy",
+                              "stableRevision": None if rolling else revision,
+                              "message": f"replacing older revisions with {revision}" if rolling
+                              else f"revision {revision} is stable"}
+    if rolling:
+        status.update(surge="Surge" if room > 0 else "Swap", surgeReason=room_reason)
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _route(kube: KubeAPI, llmd: LLMDeployment, namespace: str, routing: Any, decision: canary.Decision
+           ) -> Problem | None:
+    """Set the user's HTTPRoute weights to the step's: only the weights, with our field manager."""
+    name = routing.gateway_api.http_route
+    stable_svc, canary_svc = f"{llmd.name}-stable", f"{llmd.name}-canary"
+    try:
+        route = kube.get(api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute", namespace=namespace,
+                         name=name)
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+        route = None
+    problem = route_problem(route, route_name=name, stable_service=stable_svc, canary_service=canary_svc)
+    if problem is not None or route is None:
+        return Problem("TrafficRoutingFailed", problem or f"HTTPRoute {name!r} not found")
+    body = route_weights(route, stable_service=stable_svc, canary_service=canary_svc,
+                         canary_weight=decision.weight or 0)
+    if body is not None:
+        kube.apply(body)
+    return None
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
@@ -376,6 +498,8 @@ class _Observed:
     autoscaler: Mapping[str, Any] | None = None
     pending: PendingGPUs | None = None
     keda_installed: bool = False
+    rollout: Mapping[str, Any] | None = None  # status.rollout
+    canary: canary.Decision | None = None
 
 
 def _finish(
@@ -402,8 +526,11 @@ def _finish(
             ready = int(cur_status.get("readyReplicas", 0))
             updated = int(cur_status.get("updatedReplicas", 0))
             total = int(cur_status.get("replicas", 0))
-        # Old revisions still serve while they drain, but Ready speaks about the current revision.
+        # Old revisions still serve while they drain, but Ready speaks about the current revision; during a
+        # canary both revisions serve by design, so Ready counts both.
         total += sum(int((dep.get("status") or {}).get("replicas", 0)) for dep in observed.old)
+        if observed.canary is not None:
+            ready += sum(int((dep.get("status") or {}).get("readyReplicas", 0)) for dep in observed.old)
         status["revision"] = observed.revision
         status["selector"] = builders.selector_string(llmd)
         status["gpu"] = builders.gpu_summary(llmd)
@@ -413,6 +540,9 @@ def _finish(
                   readyText=builders.ready_text(ready_replicas=ready, desired_replicas=desired_replicas))
 
     rolling = observed is not None and (bool(observed.old) or updated < desired_replicas)
+    decision = observed.canary if observed is not None else None
+    if decision is not None and decision.degraded is not None:
+        problems = [Problem(*decision.degraded), *problems]
     if problems:
         first = problems[0]
         degraded = Condition(conds.DEGRADED, True, first.reason, "; ".join(p.message for p in problems))
@@ -426,7 +556,13 @@ def _finish(
     else:
         ready_cond = Condition(conds.READY, False, "ReplicasNotReady",
                                f"{ready}/{desired_replicas} replicas ready (model loading or pods pending)")
-    if rolling:
+    rollout_state = dict(observed.rollout or {}) if observed is not None else {}
+    if decision is not None and rollout_state.get("phase") in ("Progressing", "Paused", "Degraded"):
+        phase = rollout_state["phase"]
+        reason = {"Progressing": "CanaryInProgress", "Paused": "CanaryPaused", "Degraded": "RolloutAborted"}[phase]
+        progressing = Condition(conds.PROGRESSING, phase != "Degraded", reason, str(rollout_state.get("message")))
+        rolling = phase != "Degraded" or bool(observed and observed.old)
+    elif rolling:
         progressing = Condition(conds.PROGRESSING, True, "RolloutInProgress",
                                 f"revision {status.get('revision')}: {updated}/{desired_replicas} updated, "
                                 f"{len(observed.old) if observed else 0} older revision(s) draining")
@@ -442,6 +578,10 @@ def _finish(
         status["autoscaling"] = explained.status
         new_conditions += explained.conditions
         scale_events = explained.events
+    if rollout_state:
+        status["rollout"] = rollout_state
+    if decision is not None:
+        scale_events = [*decision.events, *scale_events]
     status["conditions"] = conds.merge(old_status.get("conditions"), new_conditions, generation=generation)
 
     comparable = {k: v for k, v in status.items() if k != "conditions"}
@@ -454,7 +594,9 @@ def _finish(
         for c in new_conditions
     )
     updated_body = None
-    if not (contains(comparable, old_status) and same_conditions):
+    # status.rollout loses keys as a rollout moves on (a pause ends), which `contains` cannot see.
+    same_rollout = old_status.get("rollout") == status.get("rollout")
+    if not (contains(comparable, old_status) and same_conditions and same_rollout):
         updated_body = kube.apply(
             {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
              "status": status},
@@ -466,10 +608,17 @@ def _finish(
     return Outcome(
         ready=ready_cond.status,
         reason=ready_cond.reason,
-        requeue_after=10.0 if rolling or (problems and not ready_cond.status) else None,
+        requeue_after=_requeue(decision, rolling, bool(problems and not ready_cond.status)),
         writes=kube.writes - writes_before,
         body=updated_body,
     )
+
+
+def _requeue(decision: canary.Decision | None, rolling: bool, failing: bool) -> float | None:
+    # Pauses and analysis intervals end with time, not with an event, so a canary asks to be woken.
+    delays = [d for d in (decision.requeue_after if decision else None, 10.0 if rolling or failing else None)
+              if d is not None]
+    return min(delays) if delays else None
 
 
 def _transitions(old_status: Mapping[str, Any], new: list[Condition], record: Callable[..., None]) -> None:

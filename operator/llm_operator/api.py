@@ -11,6 +11,7 @@ Field descriptions are the attribute docstrings (`use_attribute_docstrings`), wh
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -553,8 +554,9 @@ class ScalingRules(_Model):
 
 class ScalingBehavior(_Model):
     """autoscaling/v2 HPA `behavior`. Omitted parts take the operator's LLM defaults (docs/autoscaling.md):
-    scale up at once by up to 2 pods or 100 % a minute, scale down one pod per 2 minutes after 5 minutes of
-    lower load, because a model pod takes minutes and a GPU to start."""
+    scale up at once by up to 2 pods or 100 % per 2 minutes (one step per model load), scale down one pod a
+    minute after 2 minutes of lower load. A model pod takes minutes and a GPU to start; the defaults come from
+    `llmctl simulate`'s sweep (docs/simulate.md)."""
 
     scale_up: ScalingRules | None = None
     """How fast replicas are added."""
@@ -567,10 +569,11 @@ class AutoscalingMetrics(_Model):
     follows the largest recommendation across the metrics set."""
 
     queue_depth: Annotated[float, Field(le=100000)] | None = None
-    """Average requests waiting (not yet in a batch) per replica. Reacts to overload before latency does."""
+    """Average requests waiting (not yet in a batch) per replica. Best left out, or set as a backstop of 16 or
+    more: while new replicas load, the old ones' queues keep it high and a small target overshoots."""
     tokens_per_second: Annotated[float, Field(ge=1, le=10000000)] | None = None
     """Average generated tokens per second per replica. Use the capacity `bench/runtime.py` measures for your
-    model and GPU, times the share of it you want to use (e.g. 0.7)."""
+    model and GPU, times 0.8."""
     kv_cache_utilization: Annotated[float, Field(le=1)] | None = None
     """Average KV-cache use per replica, 0-1 (vLLM, TensorRT-LLM and the python backend report it)."""
 
@@ -609,14 +612,22 @@ class KEDAOptions(_Model):
     """With minReplicas 0: how long after the last activity KEDA scales to zero."""
 
 
+DEFAULT_MIN_REPLICAS = 2
+"""spec.autoscaling.minReplicas when it is left out, capped at maxReplicas: a second replica is the headroom that
+absorbs a burst while new ones load their model (docs/autoscaling.md)."""
+
+
 class AutoscalingSpec(_Model):
     """Scale on queue depth, token throughput and KV-cache use. The operator writes an HPA (or a KEDA
     ScaledObject) that targets this LLMDeployment's scale subresource, so the autoscaler owns `spec.replicas`
     while this is set; the operator itself never writes spec. Remove this block to stop autoscaling: the
     replica count stays where it was."""
 
-    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Fewest replicas. 0 (scale to zero) needs provider KEDA."""
+    # No schema default: a default of 2 would make `maxReplicas: 1` without minReplicas invalid, and CEL cannot
+    # default one field from another. The operator computes it (_default_min_replicas).
+    min_replicas: Annotated[int, Field(ge=0, le=1000, default_factory=lambda: DEFAULT_MIN_REPLICAS)]
+    """Fewest replicas. Left out: 2, or 1 with maxReplicas 1 (a second replica absorbs a burst while new ones
+    load). 0 (scale to zero) needs provider KEDA."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     """Most replicas."""
     metrics: AutoscalingMetrics
@@ -631,15 +642,15 @@ class AutoscalingSpec(_Model):
 
     __cel_rules__ = (
         CelRule(
-            rule="self.minReplicas <= self.maxReplicas",
+            rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
             message="spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
-            check=lambda s: s.min_replicas <= s.max_replicas,
+            check=lambda s: "min_replicas" not in s.model_fields_set or s.min_replicas <= s.max_replicas,
             field_path=".minReplicas",
         ),
         CelRule(
-            rule="self.minReplicas >= 1 || self.provider == 'KEDA'",
+            rule="!has(self.minReplicas) || self.minReplicas >= 1 || self.provider == 'KEDA'",
             message="spec.autoscaling.minReplicas 0 (scale to zero) needs provider KEDA; an HPA keeps at least 1",
-            check=lambda s: s.min_replicas >= 1 or s.provider == "KEDA",
+            check=lambda s: "min_replicas" not in s.model_fields_set or s.min_replicas >= 1 or s.provider == "KEDA",
             field_path=".minReplicas",
         ),
         CelRule(
@@ -651,39 +662,180 @@ class AutoscalingSpec(_Model):
         ),
     )
 
+    @model_validator(mode="after")
+    def _default_min_replicas(self) -> AutoscalingSpec:
+        # Runs after the CEL mirror, which skips an unset minReplicas as `!has(self.minReplicas)` does. Written
+        # into __dict__ so the field stays unset (model_fields_set, exclude_unset) as it is in the stored object.
+        if "min_replicas" not in self.model_fields_set:
+            self.__dict__["min_replicas"] = min(DEFAULT_MIN_REPLICAS, self.max_replicas)
+        return self
+
+
+class CanaryPause(_Model):
+    """Hold the current weight. With `duration` the step ends by itself; without it the rollout waits for
+    `kubectl llm promote` (docs/rollouts.md)."""
+
+    duration: Annotated[str, StringConstraints(max_length=16, pattern=DURATION_PATTERN)] | None = None
+    """How long to hold, e.g. `30s`, `10m`, `1h`; leave it out to wait for a promote."""
+
 
 class CanaryStep(_Model):
-    """One step of a canary rollout."""
+    """One step of a canary rollout: exactly one of `setWeight` or `pause`."""
 
-    weight: Annotated[int, Field(ge=0, le=100)]
-    """Percent of traffic sent to the new revision during this step (0-100)."""
-    pause_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
-    """How long to hold this step before the next one; 0 waits for a manual promote."""
-
-
-class CanarySpec(_Model):
-    """Canary rollout steps."""
-
-    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=16)]
-    """Traffic steps; weights must be non-decreasing."""
+    set_weight: Annotated[int, Field(ge=1, le=100, json_schema_extra={"format": "int32"})] | None = None
+    """Percent of traffic for the new revision (1-100). Without traffic routing it becomes the share of replicas
+    (a canary never rounds to 0 pods); with `trafficRouting.gatewayAPI` it is the HTTPRoute weight."""
+    pause: CanaryPause | None = None
+    """Hold the current weight for a while, or until promoted."""
 
     __cel_rules__ = (
         CelRule(
-            rule="self.steps.map(s, s.weight).isSorted()",
-            message="spec.rollout.canary.steps weights must be non-decreasing (e.g. 10, 25, 50, 100)",
-            check=lambda s: all(a.weight <= b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
+            rule="has(self.setWeight) != has(self.pause)",
+            message="each spec.rollout.canary.steps[] item needs exactly one of setWeight or pause "
+            "(e.g. {setWeight: 10} or {pause: {duration: 5m}})",
+            check=lambda s: (s.set_weight is None) != (s.pause is None),
+        ),
+    )
+
+
+AnalysisMetric = Literal["ttftP95", "ttftP50", "errorRate", "tokensPerSecondPerReplica", "interTokenLatency",
+                         "custom"]
+
+
+class AnalysisCheck(_Model):
+    """One check of the canary against fixed bounds or against the stable revision, in the canonical metric
+    vocabulary (docs/metrics.md), so it works the same for every backend."""
+
+    metric: AnalysisMetric
+    """`ttftP95`/`ttftP50` (time to first token, seconds), `errorRate` (failed share of requests, 0-1),
+    `tokensPerSecondPerReplica` (generated tokens/s per pod), `interTokenLatency` (mean seconds between tokens),
+    or `custom` with your own `query`."""
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    """PromQL for `custom`: one number per revision. `$revision` and `$namespace` are replaced by the revision
+    being measured (canary, then stable) and the LLMDeployment's namespace."""
+    max: float | None = None
+    """Fail when the canary's value is above this."""
+    min: float | None = None
+    """Fail when the canary's value is below this."""
+    max_ratio_to_stable: float | None = None
+    """Fail when canary ÷ stable is above this (e.g. 1.3: at most 30 % worse)."""
+    min_ratio_to_stable: float | None = None
+    """Fail when canary ÷ stable is below this (e.g. 0.8 for a throughput floor)."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.max) || has(self.min) || has(self.maxRatioToStable) || has(self.minRatioToStable)",
+            message="each spec.rollout.canary.analysis.checks[] item needs a bound: max, min, maxRatioToStable "
+            "or minRatioToStable",
+            check=lambda s: any(v is not None for v in (s.max, s.min, s.max_ratio_to_stable,
+                                                        s.min_ratio_to_stable)),
+        ),
+        CelRule(
+            rule="(self.metric == 'custom') == has(self.query)",
+            message="spec.rollout.canary.analysis.checks[].query is required with metric custom and not allowed "
+            "with a built-in metric",
+            check=lambda s: (s.metric == "custom") == (s.query is not None),
+            field_path=".query",
+        ),
+        CelRule(
+            rule="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="spec.rollout.canary.analysis.checks[].min must not be greater than max",
+            check=lambda s: s.min is None or s.max is None or s.min <= s.max,
+            field_path=".min",
+        ),
+        CelRule(
+            rule="(!has(self.maxRatioToStable) || self.maxRatioToStable > 0.0) && "
+            "(!has(self.minRatioToStable) || self.minRatioToStable > 0.0)",
+            message="spec.rollout.canary.analysis.checks[] maxRatioToStable and minRatioToStable must be greater "
+            "than 0 (e.g. 1.3 or 0.8)",
+            check=lambda s: all(v is None or v > 0 for v in (s.max_ratio_to_stable, s.min_ratio_to_stable)),
+        ),
+    )
+
+
+class PrometheusSource(_Model):
+    """The Prometheus that holds the test bed's recording rules (docs/metrics.md)."""
+
+    address: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^https?://.+")]
+    """Base URL, e.g. `http://prometheus.monitoring:9090`."""
+    timeout: Annotated[str, StringConstraints(max_length=16, pattern=DURATION_PATTERN)] = "10s"
+    """How long one query may take before the measurement counts as an error."""
+
+
+class CanaryAnalysis(_Model):
+    """Measure the canary against the stable revision while it takes traffic; roll back when it fails."""
+
+    interval: Annotated[str, StringConstraints(max_length=16, pattern=DURATION_PATTERN)] = "1m"
+    """Time between measurements (at least 5 s). Each measurement runs every check once."""
+    failure_limit: Annotated[int, Field(ge=0, le=100, json_schema_extra={"format": "int32"})] = 2
+    """Failed measurements tolerated: the canary is aborted at failureLimit + 1."""
+    inconclusive_limit: Annotated[int, Field(ge=0, le=100, json_schema_extra={"format": "int32"})] = 3
+    """Measurements without data tolerated in a row before the rollout pauses for a person to decide."""
+    prometheus: PrometheusSource
+    """Where to query."""
+    checks: Annotated[list[AnalysisCheck], Field(min_length=1, max_length=16)]
+    """What to check at every measurement; a measurement fails when any check fails."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!self.interval.matches('^[0-9]+ms$') && !self.interval.matches('^[0-4]s$')",
+            message="spec.rollout.canary.analysis.interval must be at least 5s",
+            check=lambda s: not re.match(r"^[0-9]+ms$", s.interval) and not re.match(r"^[0-4]s$", s.interval),
+            field_path=".interval",
+        ),
+    )
+
+
+class GatewayAPIRouting(_Model):
+    """Split traffic with a Gateway API HTTPRoute that you own."""
+
+    http_route: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Name of the HTTPRoute (same namespace). The operator creates Services `NAME-stable` and `NAME-canary` and
+    sets only the weights of the backendRefs that name them, in every rule that has one."""
+
+
+class TrafficRouting(_Model):
+    """How traffic is split between stable and canary. Without it, traffic follows the replica ratio."""
+
+    gateway_api: GatewayAPIRouting
+    """Gateway API HTTPRoute weights."""
+
+
+class CanarySpec(_Model):
+    """Canary rollout: steps of weights and pauses, analysis against stable, optional traffic routing."""
+
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=32)]
+    """The steps, in order. After the last one the canary is promoted to stable."""
+    analysis: CanaryAnalysis | None = None
+    """Checks that run from the first setWeight until promotion; omitted: no automatic rollback."""
+    traffic_routing: TrafficRouting | None = None
+    """Exact traffic weights through a Gateway API HTTPRoute; omitted: weights become replica ratios."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.steps.exists(s, has(s.setWeight))",
+            message="spec.rollout.canary.steps needs at least one setWeight step",
+            check=lambda s: any(st.set_weight is not None for st in s.steps),
+            field_path=".steps",
+        ),
+        CelRule(
+            rule="self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            message="spec.rollout.canary.steps setWeight values must not decrease (e.g. 10, 25, 50, 100)",
+            check=lambda s: (lambda w: all(a <= b for a, b in itertools.pairwise(w)))(
+                [st.set_weight for st in s.steps if st.set_weight is not None]),
             field_path=".steps",
         ),
     )
 
 
 class RolloutSpec(_Model):
-    """RESERVED: declared now, implemented by a later release; the operator ignores it today and replaces pods
-    with a rolling update that never surges (maxSurge 0, maxUnavailable 1), so a full GPU pool cannot
-    deadlock."""
+    """How a new revision (any change to the pod template or model) replaces the running one
+    (docs/rollouts.md). Both strategies surge into free GPUs when the pool has room and swap one pod at a time
+    when it is full, so a full pool never deadlocks."""
 
     strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
-    """`RollingUpdate` replaces replicas in place; `Canary` shifts traffic through `canary.steps`."""
+    """`RollingUpdate` replaces replicas in place; `Canary` moves traffic through `canary.steps`, measured by
+    `canary.analysis`, and rolls back by itself when the canary fails."""
     canary: CanarySpec | None = None
     """Canary steps; required for, and only allowed with, strategy Canary."""
 
@@ -749,7 +901,7 @@ class LLMDeploymentSpec(_Model):
     """Autoscaling on queue depth, tokens/s and KV-cache use (docs/autoscaling.md). While set, the autoscaler
     owns `replicas`: leave `replicas` out of Git or ignore its differences (docs/autoscaling.md#gitops)."""
     rollout: RolloutSpec | None = None
-    """RESERVED for a later release (no effect today)."""
+    """How new revisions replace old ones: RollingUpdate (default) or Canary with analysis (docs/rollouts.md)."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     """How the model is exposed inside the cluster."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
@@ -853,6 +1005,85 @@ class AutoscalingStatus(_Model):
     """One line for `kubectl get llmd`: desired vs current replicas, or the limiting reason."""
 
 
+class CheckResult(_Model):
+    """The last measurement of one analysis check."""
+
+    metric: Annotated[str, StringConstraints(max_length=64)]
+    """The check's metric, as in spec."""
+    phase: Literal["Successful", "Failed", "Inconclusive", "Error"]
+    """Outcome of this check at the last measurement."""
+    canary: float | None = None
+    """The canary's value (absent without data)."""
+    stable: float | None = None
+    """The stable revision's value, for ratio checks."""
+    message: Annotated[str, StringConstraints(max_length=512)] = ""
+    """The comparison in words, e.g. `ttftP95 canary 2.41s vs stable 0.82s, ratio 2.9 > 1.3`."""
+
+
+class AnalysisStatus(_Model):
+    """Counters and the last results of the canary analysis of the current revision."""
+
+    phase: Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"] = "Pending"
+    """`Failed` aborts the rollout; `Inconclusive` and `Error` pause it."""
+    measurements: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    """Measurements taken."""
+    failed: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    """Failed measurements (abort above failureLimit)."""
+    inconclusive: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    """Measurements in a row without data for some check."""
+    errors: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    """Measurements in a row where Prometheus could not be queried."""
+    last_measured_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the last measurement was taken."""
+    checks: Annotated[list[CheckResult], Field(max_length=16)] = Field(default_factory=list)
+    """Each check's result at the last measurement."""
+
+
+class RolloutStatus(_Model):
+    """Where the rollout stands. The operator keeps all of it here, so it survives a restart."""
+
+    strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    """The strategy in effect."""
+    phase: Literal["Healthy", "Progressing", "Paused", "Degraded"] = "Healthy"
+    """`Healthy`: one revision serves; `Progressing`: moving to a new one; `Paused`: waiting (step pause,
+    `kubectl llm pause`, inconclusive analysis, Prometheus unreachable); `Degraded`: aborted back to stable."""
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """What happens now and why."""
+    stable_revision: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The last fully promoted revision."""
+    canary_revision: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The revision being rolled out (the spec's), while it differs from stable."""
+    step_index: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Index of the current canary step (= the number of steps when all are done)."""
+    step_started_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the current step started (a pause counts its duration from here)."""
+    weight: Annotated[int, Field(ge=0, le=100, json_schema_extra={"format": "int32"})] | None = None
+    """Traffic percent the canary gets now (the HTTPRoute weight, or its share of replicas)."""
+    stable_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Replicas of the stable revision this step wants."""
+    canary_replicas: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
+    """Replicas of the canary revision this step wants."""
+    paused_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """Why it waits: `PauseStep`, `UserPause`, `AnalysisInconclusive`, `PrometheusUnreachable`."""
+    aborted: bool = False
+    """The canary was rolled back; it stays so until the spec changes or `kubectl llm retry`."""
+    aborted_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When it was rolled back."""
+    abort_message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Why, e.g. the failing check and its values."""
+    promote_full: bool = False
+    """`kubectl llm promote --full` asked to skip the remaining steps."""
+    analysis: AnalysisStatus | None = None
+    """Canary analysis of the current revision."""
+    surge: Literal["Surge", "Swap"] | None = None
+    """How new pods get GPUs: `Surge` starts them in free GPUs before old ones stop; `Swap` stops one old pod
+    per new one because the pool is full."""
+    surge_reason: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """The free GPU count behind the choice."""
+    last_request: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """The last `kubectl llm` request the operator carried out (the request annotation's value)."""
+
+
 class LLMDeploymentStatus(_Model):
     """Observed state, written only by the operator."""
 
@@ -878,6 +1109,8 @@ class LLMDeploymentStatus(_Model):
     """Ready over desired replicas for display, e.g. `2/3`."""
     autoscaling: AutoscalingStatus | None = None
     """Present while spec.autoscaling is set."""
+    rollout: RolloutStatus | None = None
+    """Rollout state: stable and canary revisions, step, weight, pause, analysis, abort (docs/rollouts.md)."""
     conditions: Annotated[
         list[Condition],
         Field(

@@ -15,7 +15,7 @@ from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator import _kinds as registry
 from llm_operator._controller import Controller
 from llm_operator._k8s import Kube, honour_current_kubeconfig
-from llm_operator._reconcile import LABEL_MANAGED_BY
+from llm_operator._reconcile import LABEL_INSTANCE, LABEL_MANAGED_BY
 from llm_operator.api import GPU_PRODUCT_LABEL
 from llm_operator.builders import MANAGER
 
@@ -71,19 +71,45 @@ def probe(**_: Any) -> dict[str, Any]:
 
 
 @kopf.index("", "v1", "nodes")
-def gpu_nodes(name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
-    return {name: _node_facts(labels, status)}
+def gpu_nodes(name: str, labels: kopf.Labels, status: kopf.Status, spec: kopf.Spec,
+              **_: Any) -> dict[str, dict[str, Any]]:
+    return {name: _node_facts(labels, status, name, spec)}
 
 
-def _node_facts(labels: Any, status: Any) -> dict[str, Any]:
+def _node_facts(labels: Any, status: Any, name: str = "", spec: Any = None) -> dict[str, Any]:
     """What reconcile needs from a node (see NodeFacts): its GPU product and allocatable resources."""
-    return {"product": (labels or {}).get(GPU_PRODUCT_LABEL), "allocatable": dict(status.get("allocatable") or {})}
+    return {"product": (labels or {}).get(GPU_PRODUCT_LABEL), "allocatable": dict(status.get("allocatable") or {}),
+            "name": name, "unschedulable": bool((spec or {}).get("unschedulable"))}
+
+
+@kopf.index("", "v1", "pods")
+def gpu_pods(spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, namespace: str | None,
+             **_: Any) -> dict[str, dict[str, Any]]:
+    """GPUs each pod holds, by node: the free room a rollout may surge into. Finished pods hold none."""
+    gpus = pod_gpus(spec)
+    if not gpus or status.get("phase") in ("Succeeded", "Failed"):
+        return {}
+    ours = (labels or {}).get(LABEL_MANAGED_BY) == MANAGER
+    return {spec.get("nodeName") or "": {"gpus": gpus, "namespace": namespace or "",
+                                         "instance": (labels or {}).get(LABEL_INSTANCE) if ours else None}}
+
+
+def pod_gpus(spec: Any) -> int:
+    """nvidia.com/gpu a pod requests (limits stand in for requests, as the scheduler does for extended
+    resources)."""
+    total = 0
+    for container in (spec or {}).get("containers") or []:
+        res = container.get("resources") or {}
+        value = (res.get("requests") or {}).get("nvidia.com/gpu") or (res.get("limits") or {}).get("nvidia.com/gpu")
+        total += int(value or 0)
+    return total
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def llmdeployment_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     ctl = _ctl()
     ctl.node_index = kwargs["gpu_nodes"]  # the index above, injected by kopf under its function's name
+    ctl.pod_index = kwargs["gpu_pods"]
     ctl.observe(dict(body), deleted=type == "DELETED")
 
 
@@ -109,7 +135,8 @@ for _kind in registry.WATCHED:
 @kopf.on.event("", "v1", "nodes")
 def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     ctl = _ctl()
-    facts = None if type == "DELETED" else _node_facts(body.metadata.labels, body.status)
+    facts = None if type == "DELETED" else _node_facts(body.metadata.labels, body.status, body.metadata.name or "",
+                                                       body.spec)
     if ctl.set_node(body.metadata.name or "", facts) and type is not None:
         ctl.enqueue_all()  # a GPU product appeared or vanished: Degraded objects may recover
 

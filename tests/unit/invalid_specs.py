@@ -170,9 +170,9 @@ INVALID_SPECS: list[Case] = [
     ),
     Case(
         "canary-weight-over-100",
-        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 150}]}}),
-        "spec.rollout.canary.steps[0].weight in body should be less than or equal to 100",
-        "spec.rollout.canary.steps[0].weight",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 150}]}}),
+        "spec.rollout.canary.steps[0].setWeight in body should be less than or equal to 100",
+        "spec.rollout.canary.steps[0].setWeight",
     ),
     # --- cross-field rules (CEL) ---
     Case(
@@ -270,13 +270,63 @@ INVALID_SPECS: list[Case] = [
     ),
     Case(
         "canary-weights-decreasing",
-        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 20}]}}),
-        "spec.rollout.canary.steps weights must be non-decreasing",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}}),
+        "spec.rollout.canary.steps setWeight values must not decrease",
         "spec.rollout.canary.steps",
     ),
     Case(
+        "canary-step-weight-and-pause",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
+        "each spec.rollout.canary.steps[] item needs exactly one of setWeight or pause",
+        "spec.rollout.canary.steps[0]",
+    ),
+    Case(
+        "canary-only-pauses",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"pause": {"duration": "1m"}}]}}),
+        "spec.rollout.canary.steps needs at least one setWeight step",
+        "spec.rollout.canary.steps",
+    ),
+    Case(
+        "canary-check-without-bound",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus:9090"}, "checks": [{"metric": "ttftP95"}]}}}),
+        "each spec.rollout.canary.analysis.checks[] item needs a bound",
+        "spec.rollout.canary.analysis.checks[0]",
+    ),
+    Case(
+        "canary-custom-check-without-query",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus:9090"}, "checks": [{"metric": "custom", "max": 1}]}}}),
+        "spec.rollout.canary.analysis.checks[].query is required with metric custom",
+        "spec.rollout.canary.analysis.checks[0].query",
+    ),
+    Case(
+        "canary-check-min-above-max",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus:9090"},
+            "checks": [{"metric": "errorRate", "min": 0.5, "max": 0.1}]}}}),
+        "spec.rollout.canary.analysis.checks[].min must not be greater than max",
+        "spec.rollout.canary.analysis.checks[0].min",
+    ),
+    Case(
+        "canary-check-ratio-zero",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus:9090"},
+            "checks": [{"metric": "ttftP95", "maxRatioToStable": 0}]}}}),
+        "maxRatioToStable and minRatioToStable must be greater than 0",
+        "spec.rollout.canary.analysis.checks[0]",
+    ),
+    Case(
+        "canary-analysis-interval-too-short",
+        _spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "interval": "2s", "prometheus": {"address": "http://prometheus:9090"},
+            "checks": [{"metric": "errorRate", "max": 0.01}]}}}),
+        "spec.rollout.canary.analysis.interval must be at least 5s",
+        "spec.rollout.canary.analysis.interval",
+    ),
+    Case(
         "canary-steps-without-canary-strategy",
-        _spec(rollout={"strategy": "RollingUpdate", "canary": {"steps": [{"weight": 10}]}}),
+        _spec(rollout={"strategy": "RollingUpdate", "canary": {"steps": [{"setWeight": 10}]}}),
         "spec.rollout.canary is required with strategy Canary and not allowed otherwise",
         "spec.rollout.canary",
     ),

@@ -449,7 +449,7 @@ SCALE_ONLY_PATCHES = [
     {"replicas": 7},
     {"replicas": 0},
     {"autoscaling": {"minReplicas": 1, "maxReplicas": 9, "metrics": {"tokensPerSecond": 1500}}},
-    {"rollout": {"strategy": "Canary", "canary": {"steps": [{"weight": 10}, {"weight": 100}]}}},
+    {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}, {"setWeight": 100}]}}},
     {"service": {"type": "LoadBalancer", "annotations": {"a": "b"}}},
     {"monitoring": {"enabled": False}},
 ]

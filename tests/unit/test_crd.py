@@ -154,16 +154,16 @@ def _rules(schema: dict[str, Any]) -> dict[str, list[str]]:
 def test_cel_rules_present_where_the_issue_asks(schema: dict[str, Any]) -> None:
     rules = _rules(schema)
     assert "has(self.uri) != has(self.pvc)" in rules[".spec.model"]
-    assert "self.minReplicas <= self.maxReplicas" in rules[".spec.autoscaling"]
+    assert "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas" in rules[".spec.autoscaling"]
     assert any("% self.runtime.tensorParallelSize == 0" in r for r in rules[".spec"])
     assert "!(has(self.gpu) && has(self.mig))" in rules[".spec.resources"]
-    assert "self.steps.map(s, s.weight).isSorted()" in rules[".spec.rollout.canary"]
+    assert "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()" in rules[".spec.rollout.canary"]
     weight = schema["properties"]["spec"]["properties"]["rollout"]["properties"]["canary"]["properties"]["steps"]
     assert (
-        weight["items"]["properties"]["weight"]["minimum"],
-        weight["items"]["properties"]["weight"]["maximum"],
+        weight["items"]["properties"]["setWeight"]["minimum"],
+        weight["items"]["properties"]["setWeight"]["maximum"],
     ) == (
-        0,
+        1,
         100,
     )
 

@@ -50,7 +50,9 @@ def _kept_ready(r: RevisionState, spec: int) -> int:
     return min(r.ready_replicas, spec)
 
 
-def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionState]) -> Plan:
+def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionState], room: int = 0) -> Plan:
+    """`room`: free GPU slots in the pool (replicas.free_slots). With room the new revision surges into them at
+    once and old pods stay until new ones are ready; without, one old pod goes per new one (a swap)."""
     old_sorted = sorted(old, key=lambda r: (r.created, r.name))
     remaining = [r for r in old_sorted if r.spec_replicas > 0 or r.replicas > 0 or r.terminating > 0]
     result = Plan(current_replicas=desired, delete=[r.name for r in old_sorted if r not in remaining])
@@ -67,8 +69,20 @@ def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionS
         new_spec[r.name] -= take
         excess -= take
 
-    # 2. Cut further old pods, oldest revision first, only while what stays ready still covers desired - 1.
-    floor = desired - MAX_UNAVAILABLE
+    # 2. The new revision grows only into slots that old pods have given back. A pod that exists or is still
+    # terminating holds its GPUs; so may a pod the ReplicaSet created that status does not show yet, which is
+    # why the spec as it was before this pass counts too (its cut pods go away only after this pass).
+    # Pods the new revision was already given hold their slots, so keeping its spec never surges.
+    occupied = sum(max(r.replicas + r.terminating, r.spec_replicas) for r in remaining)
+    result.current_replicas = max(min(cur_spec, desired), desired - occupied, 0)
+    if room > 0:
+        # `room` counts real free GPUs, so it already includes slots old pods gave back.
+        mine = max((current.replicas + current.terminating) if current else 0, cur_spec)
+        result.current_replicas = max(result.current_replicas, min(desired, mine + room))
+
+    # 3. Cut further old pods, oldest revision first, only while what stays ready still covers desired - 1;
+    # or desired itself when the new revision could take all its pods in free GPUs (a surge keeps capacity).
+    floor = desired if result.current_replicas >= desired else desired - MAX_UNAVAILABLE
 
     def staying_ready() -> int:
         return cur_ready + sum(_kept_ready(r, new_spec[r.name]) for r in remaining)
@@ -86,10 +100,4 @@ def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionS
         if new_spec[r.name] != r.spec_replicas:
             result.scale[r.name] = new_spec[r.name]
 
-    # 3. The new revision grows only into slots that old pods have given back. A pod that exists or is still
-    # terminating holds its GPUs; so may a pod the ReplicaSet created that status does not show yet, which is
-    # why the spec as it was before this pass counts too (its cut pods go away only after this pass).
-    # Pods the new revision was already given hold their slots, so keeping its spec never surges.
-    occupied = sum(max(r.replicas + r.terminating, r.spec_replicas) for r in remaining)
-    result.current_replicas = max(min(cur_spec, desired), desired - occupied, 0)
     return result
