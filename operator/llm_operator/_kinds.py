@@ -60,6 +60,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("v1", "Event", "events", ("create",)),
     Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", ("list", "watch"),
          namespaced=False),  # which optional child kinds (monitors) the cluster serves
+    # The user's route of a canary with trafficRouting.gatewayAPI: read, and its backendRef weights set by
+    # server-side apply (RBAC's `patch`; never `create`: a missing route is reported, not made).
+    Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", ("get", "patch"),
+         crd="httproutes.gateway.networking.k8s.io"),
     Kind("v1", "ServiceAccount", "serviceaccounts", ()),  # tools only (bench/): the operator never touches it
 )
 

@@ -65,6 +65,12 @@ from .repository import (
     build_model_repository_configmap,
     repository_files,
 )
+from .traffic import (
+    build_revision_service,
+    revision_service_name,
+    route_problem,
+    route_weights,
+)
 from .workload import (
     build_children,
     build_deployment,
@@ -106,6 +112,7 @@ __all__ = [
     "build_monitor",
     "build_pdb",
     "build_pod_template",
+    "build_revision_service",
     "build_scaled_object",
     "build_service",
     "common_labels",
@@ -120,6 +127,9 @@ __all__ = [
     "render_file",
     "repository_files",
     "revision_hash",
+    "revision_service_name",
+    "route_problem",
+    "route_weights",
     "selector_labels",
     "selector_string",
     "termination_grace_seconds",

@@ -1,8 +1,10 @@
 """Start and stop a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on 127.0.0.1,
-and with ``metrics`` the metrics test bed (Prometheus, the traffic emulator, prometheus-adapter)."""
+with the Gateway API CRDs (HTTPRoute, Gateway, GatewayClass), and with ``metrics`` the metrics test bed
+(Prometheus, the traffic emulator, prometheus-adapter)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -25,6 +27,8 @@ import yaml
 
 from llm_operator.dev import _metrics_stack as ms
 from llm_operator.dev._binaries import adapter_binary, prometheus_binary, resolve_bin_dir
+from llm_operator.dev._gateway_api import CRD_NAMES as GATEWAY_API_CRDS
+from llm_operator.dev._gateway_api import GatewayAPIError, load_crds
 from llm_operator.dev._nodes import build_nodes, load_profile
 from llm_operator.dev._paths import e2e_dir
 from llm_operator.dev._pki import ADAPTER_USER, FRONT_PROXY_CLIENT_CN, make_pki
@@ -159,6 +163,10 @@ class LocalCluster:
         bin_dir = (self._bin_dir or resolve_bin_dir(with_adapter=metrics)).resolve()
         profile = load_profile(self._profile or e2e_dir() / "nodes" / "default.yaml")
         nodes = build_nodes(profile, **self._sizes)  # validate before starting anything
+        try:  # cached after the first run; the first fetches one 3.4 MB zip from the Go module proxy
+            gateway_crds = load_crds()
+        except GatewayAPIError as exc:
+            raise ClusterError(f"Gateway API CRDs: {exc}") from exc
         stack: dict[str, Path] = {}
         if metrics:  # every missing piece is reported before anything starts
             rules, adapter_config = ms.contract_paths()
@@ -193,6 +201,7 @@ class LocalCluster:
             metrics=metrics,
         )
         info.save()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dev-up")
         try:
             self._write_kubeconfig(server=server, pki=pki)
             if metrics:
@@ -209,6 +218,9 @@ class LocalCluster:
                 ("kwok", self._kwok_args(ports)),
             ):
                 self._start(info, name, [str(bin_dir / name), *args])
+            # 1 s of POSTs (the apiserver compiles the schemas' CEL rules) while the controllers start and the
+            # nodes are created.
+            crds_posted = pool.submit(self._create_all, gateway_crds)
             if metrics:
                 self._start_adapter(info, stack, pki)
             for node in nodes:
@@ -226,11 +238,15 @@ class LocalCluster:
                 lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
                 timeout,
             )
+            crds_posted.result()
+            self._wait(info, "kube-apiserver (Gateway API CRDs served)", self._gateway_api_served, timeout)
             if metrics:
                 self._register_adapter(info, pki, timeout)
         except BaseException:
             self.down(keep_logs=True)
             raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         info.ready_seconds = round(time.monotonic() - started, 2)
         info.save()
         return info
@@ -375,6 +391,10 @@ class LocalCluster:
 
     def _create(self, obj: dict[str, Any]) -> None:
         self._api("POST", ms.api_path(obj), obj)  # `up` always starts on an empty etcd
+
+    def _create_all(self, objs: Sequence[dict[str, Any]]) -> None:
+        for obj in objs:
+            self._create(obj)
 
     # ---------------------------------------------------------------- flags
 
@@ -547,6 +567,22 @@ class LocalCluster:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def _gateway_api_served(self) -> bool:
+        """Every Gateway API CRD Established, and HTTPRoute in discovery (kubectl reads it, a moment later)."""
+        for name in GATEWAY_API_CRDS:
+            try:
+                crd = self._api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            except (ClusterError, OSError):
+                return False
+            cond = ms.condition(crd, "Established")
+            if cond is None or cond.get("status") != "True":
+                return False
+        try:
+            resources = self._api("GET", "/apis/gateway.networking.k8s.io/v1")["resources"]
+        except (ClusterError, OSError, KeyError, TypeError):
+            return False
+        return any(r.get("name") == "httproutes" for r in resources)
 
     def _nodes_ready(self, names: Sequence[str]) -> bool:
         try:
