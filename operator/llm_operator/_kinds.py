@@ -54,7 +54,8 @@ KINDS: tuple[Kind, ...] = (
     # Read only: what the preflight checks and status need, nothing more.
     Kind("v1", "Secret", "secrets", ("get",)),  # existence by the name the spec gives; never listed
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", ("get",)),
-    Kind("v1", "Pod", "pods", ("list",)),  # Unschedulable messages, terminating pods on old API servers
+    # Unschedulable messages, terminating pods on old API servers, and the GPUs pods hold (surge room)
+    Kind("v1", "Pod", "pods", ("list", "watch")),
     Kind("v1", "Node", "nodes", ("list", "watch"), namespaced=False),  # GPU products and MIG resources
     Kind("v1", "Namespace", "namespaces", ("list", "watch"), namespaced=False),  # kopf's namespace scanning
     Kind("v1", "Event", "events", ("create",)),
