@@ -301,6 +301,14 @@ def reconcile(
                               keda_crd=keda_installed)
     terminating = _terminating_pods(kube, namespace, selector_labels, deployments) if old else None
     room, room_reason = nodes.room(llmd, namespace) if nodes is not None else (0, "no node facts yet")
+    # Free slots our own old pods gave back are how a swap proceeds; only room beyond the slots `replicas`
+    # needs is a surge. So the planners get the room left once every one of our replicas has its slot.
+    held = sum(max(st.replicas + st.terminating, st.spec_replicas) for st in
+               (_state(d, terminating) for d in deployments))
+    short = max(llmd.spec.replicas - held, 0)
+    if room and short:
+        room_reason += f"; {short} of them are the slots this model's own replicas gave back"
+    room = max(room - short, 0)
     rollout_spec = llmd.spec.rollout
     decision: canary.Decision | None = None
     if rollout_spec is not None and rollout_spec.canary is not None:
@@ -320,7 +328,8 @@ def reconcile(
         rolling = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
                        old=[_state(d, terminating) for d in old], room=room)
         current_replicas, scale, delete = rolling.current_replicas, rolling.scale, rolling.delete
-        rollout_status = _rolling_status(revision, rolling.rolling, room, room_reason)
+        # Old revisions exist for the whole rollout, even in passes that only wait for a pod to go.
+        rollout_status = _rolling_status(revision, bool(old), room, room_reason)
     desired_keys = set()
     service: dict[str, Any] | None = None
     autoscaler: dict[str, Any] | None = None
@@ -452,7 +461,14 @@ def _route(kube: KubeAPI, llmd: LLMDeployment, namespace: str, routing: Any, dec
     body = route_weights(route, stable_service=stable_svc, canary_service=canary_svc,
                          canary_weight=decision.weight or 0)
     if body is not None:
-        kube.apply(body)
+        try:
+            kube.apply(body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            # The body carries the resourceVersion we read: someone edited the route meanwhile. Their edit
+            # stands; the next pass (a canary requeues within seconds) reads it and sets the weights again.
+            log.info("HTTPRoute %s/%s changed while we set its weights; retrying next pass", namespace, name)
     return None
 
 

@@ -163,6 +163,11 @@ class Run:
             states[self.revision] = RevisionState(f"m-{self.revision}", self.revision, 0, 0, 0, "~")
         return states
 
+    def room(self) -> int:
+        # As reconcile computes it: free slots beyond what the total needs, our own pods' slots counted.
+        held = sum(max(s.replicas + s.terminating, s.spec_replicas) for s in self.deployments().values())
+        return max(self.cluster.room() - max(self.total - held, 0), 0)
+
     def request(self) -> Request | None:
         from llm_operator.rollout import requests
 
@@ -173,7 +178,7 @@ class Run:
 
         inp = canary.Inputs(canary=self.spec, total=self.total, revision=self.revision,
                             deployments=self.deployments(), previous=self.status, now=self.now(),
-                            room=self.cluster.room(), request=self.request(),
+                            room=self.room(), request=self.request(),
                             user_paused=requests.user_paused(self.annotations))
         d = canary.plan(inp)
         if d.measure and self.spec.analysis is not None and an.due(
@@ -267,6 +272,7 @@ def test_a_failing_canary_is_aborted_after_failure_limit_plus_one_measurements(f
     assert r.cluster.deps["m-rB"].spec == 0 and not r.cluster.deps["m-rB"].pods
     assert r.cluster.state(r.cluster.deps["m-rA"]).ready_replicas == 4
     assert r.revision in r.status["canaryRevision"]
+    assert r.min_ready >= 3  # the rollback swaps on a full pool: never more than one replica away
 
 
 def test_no_data_or_no_prometheus_never_promotes() -> None:

@@ -113,8 +113,8 @@ def step(
     by_name = {r.name: r for r in states}
 
     # Grow first: how much each growing revision may have depends on the slots the others hold before this
-    # pass's cuts, because cut pods keep their GPUs until they are gone. `room` counts real free GPUs, so slots
-    # our own old pods already gave back are in it as well as in `total - others`.
+    # pass's cuts, because cut pods keep their GPUs until they are gone. `room` is the free slots beyond those
+    # `total` replicas need (the caller takes off the slots our own pods gave back: `total - others` has them).
     budget = room
     grew_fully = True
     occupied_all = sum(_occupied(r) for r in states)

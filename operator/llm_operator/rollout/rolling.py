@@ -51,8 +51,9 @@ def _kept_ready(r: RevisionState, spec: int) -> int:
 
 
 def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionState], room: int = 0) -> Plan:
-    """`room`: free GPU slots in the pool (replicas.free_slots). With room the new revision surges into them at
-    once and old pods stay until new ones are ready; without, one old pod goes per new one (a swap)."""
+    """`room`: free GPU slots in the pool beyond the slots `desired` replicas need. With room the new revision
+    surges into them at once and old pods stay until new ones are ready; without, one old pod goes per new one
+    (a swap)."""
     old_sorted = sorted(old, key=lambda r: (r.created, r.name))
     remaining = [r for r in old_sorted if r.spec_replicas > 0 or r.replicas > 0 or r.terminating > 0]
     result = Plan(current_replicas=desired, delete=[r.name for r in old_sorted if r not in remaining])
@@ -76,7 +77,7 @@ def plan(*, desired: int, current: RevisionState | None, old: Sequence[RevisionS
     occupied = sum(max(r.replicas + r.terminating, r.spec_replicas) for r in remaining)
     result.current_replicas = max(min(cur_spec, desired), desired - occupied, 0)
     if room > 0:
-        # `room` counts real free GPUs, so it already includes slots old pods gave back.
+        # `room` is free slots beyond those `desired` replicas need: surge into them now.
         mine = max((current.replicas + current.terminating) if current else 0, cur_spec)
         result.current_replicas = max(result.current_replicas, min(desired, mine + room))
 
