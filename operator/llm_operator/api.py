@@ -797,7 +797,7 @@ class GatewayAPIRouting(_Model):
 class TrafficRouting(_Model):
     """How traffic is split between stable and canary. Without it, traffic follows the replica ratio."""
 
-    gateway_api: GatewayAPIRouting
+    gateway_api: GatewayAPIRouting = Field(alias="gatewayAPI")
     """Gateway API HTTPRoute weights."""
 
 

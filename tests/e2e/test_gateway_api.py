@@ -1,6 +1,6 @@
 """Canary weights on a user's HTTPRoute, against the real Gateway API CRDs (sigs.k8s.io/gateway-api, installed by
 `LocalCluster.up`): the operator's server-side apply changes the weights and nothing else, and what happens to
-ownership when the user applies their own manifest again (docs/rollouts-gateway-api.md)."""
+ownership when the user applies their own manifest again (docs/rollouts.md "Gateway API")."""
 
 from __future__ import annotations
 

@@ -172,8 +172,9 @@ def plan(inp: Inputs) -> Decision:
     status.update(stableRevision=stable, canaryRevision=inp.revision)
 
     if aborted:
-        # The canary's pods go at once (they serve bad answers); its Deployment stays, at 0, for a retry.
-        _move(d, inp, {stable_state.name: inp.total, canary_name: 0}, cut_first=[canary_name])
+        # The weight drops to 0 at once; the canary's pods go as stable pods replace them (into free GPUs first),
+        # so users keep at least total - 1 replicas serving. Its Deployment stays, at 0, for a retry.
+        _move(d, inp, {stable_state.name: inp.total, canary_name: 0}, cut_first=[])
         d.weight, d.stable, d.canary_revision = 0, stable, inp.revision
         reason = ANALYSIS_FAILED if (abort_message or "").startswith("canary analysis failed") else ABORTED
         d.degraded = (reason, abort_message or "aborted")
