@@ -207,8 +207,15 @@ CRD_FILE = ROOT / "crds" / "llmdeployments.serving.llmops.dev.yaml"
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> str:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/llmdeployments.serving.llmops.dev",
-                    "--timeout=60s")
+
+    def established() -> bool:
+        # Polled, not `kubectl wait`: under load the CRD can be read before it has any condition, and `kubectl
+        # wait` then fails at once instead of waiting.
+        crd = cluster.kubectl_json("get", "crd", "llmdeployments.serving.llmops.dev")
+        conds = (crd.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+    wait_for(established, timeout=60, what="the LLMDeployment CRD Established")
     # Discovery of the new group can lag Established by a moment.
     wait_for(lambda: cluster.kubectl("get", "llmd", "-A", check=False).returncode == 0, what="llmd discovery")
     return "llmdeployments.serving.llmops.dev"
