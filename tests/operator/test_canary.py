@@ -365,3 +365,13 @@ def test_any_pool_any_timing_converges_without_deadlock(total: int, extra: int, 
             break
     else:
         raise AssertionError(f"no convergence: {r.status}")
+
+
+def test_promote_full_is_a_person_overriding_an_unreachable_prometheus() -> None:
+    r = Run(_stable_cluster(2, 2), _spec([{"setWeight": 50}, {"pause": {"duration": "10s"}}]), total=2,
+            status={"stableRevision": "rA"}, verdict="Error")
+    r.run(100)
+    assert r.status["pausedReason"] == "PrometheusUnreachable" and not _promoted(r)
+    r.annotations["serving.llmops.dev/rollout-request"] = "promote-full/1"
+    r.run(200, until=_promoted)
+    assert _promoted(r) and r.min_ready >= 1

@@ -241,9 +241,11 @@ def plan(inp: Inputs) -> Decision:
     applied = weight if canary_ready >= canary_n else (
         weight_at(steps, index - 1) if index > 0 and canary_ready > 0 else 0)
     d.weight, d.stable, d.canary_revision = applied, stable, inp.revision
-    d.measure = needs_analysis and canary_ready > 0 and applied > 0
+    # `promote --full` is a person overriding the steps and the analysis (as Argo Rollouts cancels its analysis
+    # runs): no more measurements, no gate.
+    d.measure = needs_analysis and canary_ready > 0 and applied > 0 and not promote_full
 
-    if done and canary_ready >= inp.total and (not needs_analysis or last_ok) and not inp.user_paused:
+    if done and canary_ready >= inp.total and (last_ok or promote_full) and not inp.user_paused:
         # Promotion: the canary is the new stable; the old revision's Deployment goes (its Service and
         # ConfigMap are pruned with it).
         d.events.append(("Normal", "CanaryPromoted" if not promote_full else "CanaryPromotedFull",
