@@ -74,6 +74,23 @@ def test_the_operator_owns_the_hpa_and_the_hpa_owns_replicas(cluster: Cluster, o
     assert deployment["spec"]["replicas"] == 3
 
 
+def test_min_replicas_left_out_is_two_capped_at_max_replicas(cluster: Cluster, operator: Operator,
+                                                            namespace: str) -> None:
+    # No schema default (a default of 2 would reject `maxReplicas: 1`, valid before minReplicas defaulted to 2):
+    # the API server stores no minReplicas, its CEL rules skip it, and the operator's HPA gets min(2, maxReplicas).
+    docs = [_autoscaled(name, maxReplicas=top) for name, top in (("single", 1), ("pair", 4))]
+    for doc in docs:
+        del doc["spec"]["autoscaling"]["minReplicas"]
+    apply(cluster, namespace, *docs)
+    for name, floor in (("single", 1), ("pair", 2)):
+        stored = get(cluster, namespace, "llmd", name)
+        assert stored is not None and "minReplicas" not in stored["spec"]["autoscaling"], stored
+        hpa = wait_for(lambda n=name: get(cluster, namespace, "hpa", n), what=f"the HPA of {name}")
+        assert hpa["spec"]["minReplicas"] == floor, hpa["spec"]
+    proc = apply(cluster, namespace, _autoscaled("too-few", maxReplicas=1, minReplicas=2), check=False)
+    assert proc.returncode != 0 and "minReplicas must be less than or equal to" in proc.stderr, proc.stderr
+
+
 @pytest.fixture(scope="session")
 def keda_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """KEDA's own ScaledObject CRD, from its Go module (no KEDA operator runs: only the schema is exercised)."""

@@ -37,7 +37,50 @@ def test_hpa_targets_the_llmdeployment_with_canonical_pods_metrics() -> None:
     assert [(m["pods"]["metric"]["name"], m["pods"]["target"]["averageValue"]) for m in hpa["spec"]["metrics"]] == [
         ("llmops_queue_depth", "4"), ("llmops_generation_tokens_per_second", "1500"),
         ("llmops_kv_cache_utilization", "800m")]
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 8)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)  # minReplicas left out: 2
+
+
+@pytest.mark.parametrize(("autoscaling", "floor"), [
+    ({"maxReplicas": 8}, 2),
+    ({"maxReplicas": 2}, 2),
+    ({"maxReplicas": 1}, 1),  # valid before minReplicas defaulted to 2, so still valid: the default is capped
+    ({"maxReplicas": 8, "minReplicas": 1}, 1),
+    ({"maxReplicas": 8, "minReplicas": 5}, 5),
+])
+def test_min_replicas_defaults_to_two_capped_at_max(autoscaling: dict[str, Any], floor: int) -> None:
+    llmd = make({**autoscaling, "metrics": {"queueDepth": 4}})
+    assert llmd.spec.autoscaling is not None and llmd.spec.autoscaling.min_replicas == floor
+    assert builders.build_hpa(llmd, namespace="ns", owner_uid=None)["spec"]["minReplicas"] == floor
+    # left unset, as the API server stores it (no schema default), so it follows a later maxReplicas
+    dumped = llmd.spec.autoscaling.model_dump(by_alias=True, exclude_unset=True)
+    assert ("minReplicas" in dumped) == ("minReplicas" in autoscaling)
+
+
+def test_min_replicas_default_in_a_keda_scaled_object() -> None:
+    spec = {"maxReplicas": 4, "metrics": {"queueDepth": 2.5}, "provider": "KEDA",
+            "keda": {"prometheusAddress": "http://prometheus.monitoring:9090"}}
+    obj = builders.build_autoscaler(make(spec), namespace="ns", owner_uid=None, keda_crd=True)
+    assert obj is not None and obj["spec"]["minReplicaCount"] == 2
+
+
+def test_min_replicas_has_no_schema_default_and_its_rules_allow_it_unset() -> None:
+    from llm_operator import _crd
+
+    node = _crd.openapi_schema()["properties"]["spec"]["properties"]["autoscaling"]
+    assert "default" not in node["properties"]["minReplicas"] and "minReplicas" not in node.get("required", [])
+    rules = [r["rule"] for r in node["x-kubernetes-validations"] if r.get("fieldPath") == ".minReplicas"]
+    assert rules and all(r.startswith("!has(self.minReplicas) || ") for r in rules), rules
+
+
+def test_default_behavior_is_what_the_simulator_sweep_chose() -> None:
+    # docs/autoscaling.md "Default behavior", docs/simulate.md: scale up one step per model load, down faster.
+    assert builders.DEFAULT_BEHAVIOR == {
+        "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 120},
+                                 {"type": "Percent", "value": 100, "periodSeconds": 120}]},
+        "scaleDown": {"stabilizationWindowSeconds": 120, "selectPolicy": "Max",
+                      "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
+    }
 
 
 def test_behavior_overrides_merge_per_field_over_the_llm_defaults() -> None:
@@ -46,7 +89,7 @@ def test_behavior_overrides_merge_per_field_over_the_llm_defaults() -> None:
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert behavior["scaleDown"]["policies"] == builders.DEFAULT_BEHAVIOR["scaleDown"]["policies"]
     assert behavior["scaleUp"] == builders.DEFAULT_BEHAVIOR["scaleUp"]
-    assert builders.DEFAULT_BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"] == 300  # defaults not mutated
+    assert builders.DEFAULT_BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"] == 120  # defaults not mutated
 
 
 def test_keda_scaled_object_sums_this_llmdeployments_pods_only() -> None:

@@ -29,7 +29,7 @@ def test_table_has_a_row_per_policy_with_the_oracle_last(capsys: pytest.CaptureF
     assert rows == ["spec", "fixed:2", "cpu:70", "oracle"]
     assert "SLO met" in out and "GPU-hours" in out and "vs oracle" in out and "2116 requests over 9.98 min" in out
     assert "  1.00x  " in out.splitlines()[6]
-    assert "spec: HPA queueDepth 4, tokensPerSecond 1500; 1-6 replicas" in out
+    assert "spec: HPA queueDepth 16, tokensPerSecond 1700; 2-6 replicas" in out
 
 
 def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,8 @@ Every expected value below is worked out by hand in the comment next to it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from llm_operator.simulate import hpa
 from llm_operator.simulate.hpa import (
@@ -289,7 +291,9 @@ def test_our_default_behavior_is_what_the_operator_writes() -> None:
                        for p in up["policies"]))
     # targets as quantities, in milli-units: "4" -> 4000, "850500m" -> 850500
     assert pol.hpa.metrics == (PodsMetric(name=QUEUE, target_milli=4000), PodsMetric(name=TOKENS, target_milli=850500))
-    assert (pol.hpa.min_replicas, pol.hpa.max_replicas) == (1, 6)
+    assert (pol.hpa.min_replicas, pol.hpa.max_replicas) == (2, 6)  # minReplicas left out: 2
+    assert policy.parse("hpa:maxReplicas=1", llmd=llmd, source="test").hpa == replace(
+        pol.hpa, min_replicas=1, max_replicas=1)  # the default follows the overlay's maxReplicas
 
 
 # ------------------------------------------------------------------------------------------ CPU (Resource)

@@ -15,19 +15,22 @@ from .. import api, metrics
 from ._meta import COMPONENT_SERVER, _metadata
 
 # A model pod takes minutes and a whole GPU to start, and its load metrics only fall once it serves. So: scale up
-# at once but by at most 2 pods or 100 % a minute (the queue stays high while new pods load, and an unbounded
-# HPA would keep adding); scale down one pod per 2 minutes, and only after 5 minutes of lower load.
+# at once but by at most 2 pods or 100 % per 2 minutes, one step per model load plus the metrics' lag (the queue
+# stays high while new pods load, and a faster HPA keeps adding pods that cannot drain the old pods' queues);
+# scale down one pod a minute after 2 minutes of lower load. `llmctl simulate`'s sweep chose these (issue #9,
+# docs/simulate.md, README "Simulate"); until then they were 2 pods or 100 % per 60 s up and 1 pod per 120 s after
+# a 300 s window down.
 DEFAULT_BEHAVIOR: dict[str, dict[str, Any]] = {
     "scaleUp": {
         "stabilizationWindowSeconds": 0,
         "selectPolicy": "Max",
-        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60},
-                     {"type": "Percent", "value": 100, "periodSeconds": 60}],
+        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 120},
+                     {"type": "Percent", "value": 100, "periodSeconds": 120}],
     },
     "scaleDown": {
-        "stabilizationWindowSeconds": 300,
+        "stabilizationWindowSeconds": 120,
         "selectPolicy": "Max",
-        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
     },
 }
 

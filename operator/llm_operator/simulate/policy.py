@@ -213,9 +213,11 @@ def _overlay(text: str, body: str) -> dict[str, Any]:
 
 
 def _autoscaling_dict(llmd: api.LLMDeployment) -> dict[str, Any]:
+    """spec.autoscaling as written: a default computed from other fields (minReplicas from maxReplicas) is
+    computed again after the overlay, so `hpa:maxReplicas=1` on a spec without minReplicas stays valid."""
     if llmd.spec.autoscaling is None:
         return {}
-    return llmd.spec.autoscaling.model_dump(by_alias=True, exclude_none=True)
+    return llmd.spec.autoscaling.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
 
 
 def parse(text: str, *, llmd: api.LLMDeployment, source: str) -> Policy:
