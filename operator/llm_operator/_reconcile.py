@@ -305,10 +305,10 @@ def reconcile(
     # needs is a surge. So the planners get the room left once every one of our replicas has its slot.
     held = sum(max(st.replicas + st.terminating, st.spec_replicas) for st in
                (_state(d, terminating) for d in deployments))
-    short = max(llmd.spec.replicas - held, 0)
-    if room and short:
-        room_reason += f"; {short} of them are the slots this model's own replicas gave back"
-    room = max(room - short, 0)
+    given_back = max(llmd.spec.replicas - held, 0)
+    if room and given_back:
+        room_reason += f"; {given_back} of them are the slots this model's own replicas gave back"
+    room = max(room - given_back, 0)
     rollout_spec = llmd.spec.rollout
     decision: canary.Decision | None = None
     if rollout_spec is not None and rollout_spec.canary is not None:
