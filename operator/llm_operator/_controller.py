@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from llm_operator import _status_metrics
 from llm_operator._k8s import Kube, KubeError
 from llm_operator._reconcile import NodeFacts, Outcome, lock_for, reconcile
 
@@ -92,6 +93,7 @@ class Controller:
                 self.bodies[key] = body
             self.enqueue(key)
         MANAGED.set(len(self.bodies))
+        _status_metrics.export(key, self.bodies.get(key))  # conditions, replicas, canary weight as gauges
 
     def _remember(self, key: Key, body: Mapping[str, Any]) -> None:
         """Keep the newest copy: our own status write may land before its watch event does, and reconciling

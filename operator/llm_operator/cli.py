@@ -114,6 +114,22 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chart(args: argparse.Namespace) -> int:
+    from llm_operator import _chart
+
+    root = Path(args.root)
+    if args.check:
+        old = _chart.stale(root)
+        for rel in old:
+            print(f"{rel} is out of date; regenerate it with: llmctl chart", file=sys.stderr)
+        if not old:
+            print("the chart's generated files are up to date")
+        return 1 if old else 0
+    for rel in _chart.write(root):
+        print(f"wrote {rel}", file=sys.stderr)
+    return 0
+
+
 def _render(args: argparse.Namespace) -> int:
     from llm_operator.builders import render_file
 
@@ -134,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         verbose=args.verbose,
+        log_level=args.log_level,
     )
 
 
@@ -193,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     crd.add_argument("--check", action="store_true", help="exit 1 if the file differs from the models")
     crd.set_defaults(func=_crd)
 
+    chart_help = ("write the Helm chart's generated files (CRD, RBAC rules, metrics rules, dashboard, values.yaml) "
+                  "and docs/rbac.yaml, docs/helm-values.md from their sources")
+    chart = sub.add_parser("chart", help=chart_help, description=chart_help)
+    chart.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    chart.add_argument("--root", default=".", help="the repository root (default: the current directory)")
+    chart.set_defaults(func=_chart)
+
     render = sub.add_parser("render", help="print the manifests the operator would create, with no cluster")
     render.add_argument("-f", "--filename", required=True, help="YAML file with one or more LLMDeployments")
     render.set_defaults(func=_render)
@@ -203,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     run.add_argument("--metrics-address", default="127.0.0.1",
                      help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 in a pod)")
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                     help="log level (default info; debug includes kopf's per-event messages, like -v)")
+    run.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level=debug")
     run.set_defaults(func=_run)
 
     simulate_help = "replay a request trace against autoscaling policies: SLO attainment and GPU-hours"

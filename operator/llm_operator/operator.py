@@ -14,14 +14,18 @@ def run_operator(
     metrics_port: int | None = None,
     metrics_address: str = "127.0.0.1",
     verbose: bool = False,
+    log_level: str = "info",
 ) -> int:
     from llm_operator import handlers  # noqa: F401 - importing registers the handlers
 
-    kopf.configure(verbose=verbose)
-    if not verbose:
+    debug = verbose or log_level == "debug"
+    kopf.configure(verbose=debug)
+    if not debug:
         # kopf logs every successful event handler at INFO; with one event per child change that drowns
         # the operator's own messages.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        if log_level in ("warning", "error"):
+            logging.getLogger().setLevel(log_level.upper())
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
