@@ -32,8 +32,10 @@ test: install binaries lint
 test-unit: install
 	$(BIN)/pytest tests/dev tests/unit
 
+# The CRD, and the chart's generated files that follow it (CRD template, RBAC rules, values.yaml, docs).
 crd: install
 	$(BIN)/llmctl crd -o crds/llmdeployments.serving.llmops.dev.yaml
+	$(BIN)/llmctl chart
 
 demo: install binaries
 	bash e2e/demo.sh
