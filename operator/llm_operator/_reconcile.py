@@ -309,11 +309,14 @@ def reconcile(
     if room and given_back:
         room_reason += f"; {given_back} of them are the slots this model's own replicas gave back"
     room = max(room - given_back, 0)
+    # The mode in status is what the rollout does, not just what a pass sees: once surged pods have taken the
+    # free GPUs the pool shows no room, yet the rollout is still surging while it holds more than `replicas`.
+    surging = room > 0 or held > llmd.spec.replicas
     rollout_spec = llmd.spec.rollout
     decision: canary.Decision | None = None
     if rollout_spec is not None and rollout_spec.canary is not None:
         decision = _plan_canary(llmd, meta, namespace, revision, current, old, terminating, old_status,
-                                room=room, room_reason=room_reason)
+                                room=room, room_reason=room_reason, surging=surging)
         current_replicas, scale, delete = decision.current_replicas, decision.replicas, decision.delete
         rollout_status = decision.status
         routing = rollout_spec.canary.traffic_routing
@@ -329,7 +332,12 @@ def reconcile(
                        old=[_state(d, terminating) for d in old], room=room)
         current_replicas, scale, delete = rolling.current_replicas, rolling.scale, rolling.delete
         # Old revisions exist for the whole rollout, even in passes that only wait for a pod to go.
-        rollout_status = _rolling_status(revision, bool(old), room, room_reason)
+        # A rollout ends when the new revision is all ready, not when the last old pod is gone; a scale-up
+        # outside a rollout is not one.
+        cur_ready = int(((current or {}).get("status") or {}).get("readyReplicas", 0))
+        was_rolling = (old_status.get("rollout") or {}).get("phase") == "Progressing"
+        rolling_now = bool(old) or (was_rolling and cur_ready < current_replicas)
+        rollout_status = _rolling_status(revision, rolling_now, surging, room_reason)
     desired_keys = set()
     service: dict[str, Any] | None = None
     autoscaler: dict[str, Any] | None = None
@@ -404,6 +412,7 @@ def _plan_canary(
     *,
     room: int,
     room_reason: str,
+    surging: bool,
 ) -> canary.Decision:
     """The canary step machine, with a measurement from Prometheus when one is due (the only I/O here)."""
     assert llmd.spec.rollout is not None and llmd.spec.rollout.canary is not None
@@ -416,7 +425,7 @@ def _plan_canary(
     annotations = meta.get("annotations") or {}
     now = dt.datetime.now(dt.UTC)
     inputs = canary.Inputs(canary=spec, total=llmd.spec.replicas, revision=revision, deployments=states,
-                           previous=previous, now=now, room=room, room_reason=room_reason,
+                           previous=previous, now=now, room=room, room_reason=room_reason, surging=surging,
                            request=requests.pending(annotations, previous.get("lastRequest")),
                            user_paused=requests.user_paused(annotations))
     decision = canary.plan(inputs)
@@ -433,13 +442,13 @@ def _plan_canary(
     return decision
 
 
-def _rolling_status(revision: str, rolling: bool, room: int, room_reason: str) -> dict[str, Any]:
+def _rolling_status(revision: str, rolling: bool, surging: bool, room_reason: str) -> dict[str, Any]:
     status: dict[str, Any] = {"strategy": "RollingUpdate", "phase": "Progressing" if rolling else "Healthy",
                               "stableRevision": None if rolling else revision,
-                              "message": f"replacing older revisions with {revision}" if rolling
+                              "message": f"rolling out revision {revision}" if rolling
                               else f"revision {revision} is stable"}
     if rolling:
-        status.update(surge="Surge" if room > 0 else "Swap", surgeReason=room_reason)
+        status.update(surge="Surge" if surging else "Swap", surgeReason=room_reason)
     return {k: v for k, v in status.items() if v is not None}
 
 

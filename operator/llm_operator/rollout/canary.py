@@ -46,6 +46,7 @@ class Inputs:
     now: dt.datetime
     room: int = 0  # free GPU slots in the pool (replicas.free_slots)
     room_reason: str = ""
+    surging: bool = False  # our pods hold more slots than the total: a surge in progress
     request: requests.Request | None = None
     user_paused: bool = False
     measurement: Any = None  # rollout.analysis.Measurement taken this pass, if one was due
@@ -296,7 +297,7 @@ def _move(d: Decision, inp: Inputs, targets: Mapping[str, int], *, cut_first: Se
 
 
 def _finish(status: dict[str, Any], inp: Inputs) -> dict[str, Any]:
-    if inp.room > 0:
+    if inp.room > 0 or inp.surging:
         status.update(surge="Surge", surgeReason=inp.room_reason)
     else:
         status.update(surge="Swap", surgeReason=inp.room_reason or "no free GPU slots")
