@@ -81,10 +81,16 @@ def template(values: dict[str, Any] | None, home: Path, *extra: str, namespace: 
                 "-f", str(values_file(values or {}, home)), *extra, home=home, check=check)
 
 
+_rendered: dict[str, str] = {}
+
+
 def render(values: dict[str, Any] | None, home: Path, *extra: str, namespace: str = NAMESPACE,
            release: str = RELEASE) -> list[dict[str, Any]]:
-    out = template(values, home, *extra, namespace=namespace, release=release).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    """The documents `helm template` renders (each distinct rendering runs helm once per test process)."""
+    key = json.dumps([values, extra, namespace, release], sort_keys=True)
+    if key not in _rendered:
+        _rendered[key] = template(values, home, *extra, namespace=namespace, release=release).stdout
+    return [d for d in yaml.safe_load_all(_rendered[key]) if d]
 
 
 def one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
