@@ -32,6 +32,11 @@ from .repository import _repository_items, repository_files
 
 # ------------------------------------------------------------------------------------ pod template
 
+RESTARTED_AT_ANNOTATION = f"{api.GROUP}/restartedAt"
+"""An LLMDeployment annotation the operator copies into the pod template, as `kubectl rollout restart` sets
+`kubectl.kubernetes.io/restartedAt`: a new value is a new revision, so every model pod is replaced through the
+rollout strategy, without a spec change (no GitOps drift). Argo CD's restart action writes it."""
+
 
 def _gpu_limits(spec: api.LLMDeploymentSpec) -> dict[str, Any]:
     if spec.resources.gpu is not None:
@@ -315,9 +320,12 @@ def build_pod_template(llmd: api.LLMDeployment, *, revision: str) -> dict[str, A
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
     labels = {**common_labels(llmd, component=COMPONENT_SERVER), REVISION_LABEL: revision}
+    annotations = {**spec.pod_annotations, f"{api.GROUP}/model-name": spec.model.name}
+    restarted_at = (llmd.metadata.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
+    if restarted_at:
+        annotations[RESTARTED_AT_ANNOTATION] = str(restarted_at)
     return {
-        "metadata": {"labels": labels,
-                     "annotations": {**spec.pod_annotations, f"{api.GROUP}/model-name": spec.model.name}},
+        "metadata": {"labels": labels, "annotations": annotations},
         "spec": pod_spec,
     }
 
