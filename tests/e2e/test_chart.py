@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import socket
+import textwrap
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,10 @@ def test_helm_install_upgrade_uninstall_with_the_operator_on_the_charts_service_
                    "metrics.serviceMonitor.enabled=true", home=tmp_path, kubeconfig=cluster.kubeconfig)
     assert f"kubectl -n {namespace} rollout status deployment/{fullname}" in install.stdout  # NOTES
     assert "It watches LLMDeployments in all namespaces." in install.stdout
+    example = re.search(r"<<'YAML'\n(.*?)\n\s*YAML\n", install.stdout, re.S)
+    assert example, install.stdout
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",  # the API server accepts it
+                    input=textwrap.dedent(example[1]))
 
     crd = cluster.kubectl_json("get", "crd", CRD)
     assert crd["metadata"]["uid"] == crd_uid  # adopted, not recreated
