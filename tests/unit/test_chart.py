@@ -252,6 +252,30 @@ def test_schema_accepts_what_a_parent_chart_and_kubernetes_fields_bring(home: Pa
     assert one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"] == {"example.com/x": "v"}
 
 
+def test_the_chart_works_as_a_subchart(home: Path) -> None:
+    """A parent chart passes `global` and its dependency condition key; the schema must take both."""
+    import shutil
+
+    parent = home / "parent"
+    (parent / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts" / "triton-llm-operator")
+    (parent / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+        "dependencies": [{"name": "triton-llm-operator", "version": "0.1.0",
+                          "condition": "triton-llm-operator.enabled"}]}))
+    (parent / "values.yaml").write_text(yaml.safe_dump({
+        "global": {"imageRegistry": "r.example"},
+        "triton-llm-operator": {"enabled": True, "logLevel": "debug"}}))
+    out = helm("template", "p", str(parent), "--kube-version", KUBE_VERSION, home=home).stdout
+    assert "--log-level=debug" in out and "kind: CustomResourceDefinition" in out
+    typo = helm("template", "p", str(parent), "--kube-version", KUBE_VERSION, "--set",
+                "triton-llm-operator.loglevel=debug", home=home, check=False)
+    assert typo.returncode != 0 and "'loglevel'" in typo.stderr, typo.stderr
+    off = helm("template", "p", str(parent), "--kube-version", KUBE_VERSION, "--set",
+               "triton-llm-operator.enabled=false", home=home).stdout
+    assert "kind: Deployment" not in off
+
+
 def test_values_yaml_holds_every_schema_default() -> None:
     schema = _chart.load_schema(ROOT)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
