@@ -1016,22 +1016,22 @@ class CheckResult(_Model):
     """The canary's value (absent without data)."""
     stable: float | None = None
     """The stable revision's value, for ratio checks."""
-    message: Annotated[str, StringConstraints(max_length=512)] = ""
+    message: Annotated[str, StringConstraints(max_length=512)] | None = None
     """The comparison in words, e.g. `ttftP95 canary 2.41s vs stable 0.82s, ratio 2.9 > 1.3`."""
 
 
 class AnalysisStatus(_Model):
     """Counters and the last results of the canary analysis of the current revision."""
 
-    phase: Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"] = "Pending"
+    phase: Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"] | None = None
     """`Failed` aborts the rollout; `Inconclusive` and `Error` pause it."""
-    measurements: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    measurements: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
     """Measurements taken."""
-    failed: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    failed: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
     """Failed measurements (abort above failureLimit)."""
-    inconclusive: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    inconclusive: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
     """Measurements in a row without data for some check."""
-    errors: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] = 0
+    errors: Annotated[int, Field(ge=0, json_schema_extra={"format": "int32"})] | None = None
     """Measurements in a row where Prometheus could not be queried."""
     last_measured_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
     """When the last measurement was taken."""
@@ -1040,14 +1040,16 @@ class AnalysisStatus(_Model):
 
 
 class RolloutStatus(_Model):
-    """Where the rollout stands. The operator keeps all of it here, so it survives a restart."""
+    """Where the rollout stands. The operator keeps all of it here, so it survives a restart. (No schema
+    defaults in status: the API server would add them, and the operator compares what it wrote with what is
+    stored to skip needless writes.)"""
 
-    strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    strategy: Literal["RollingUpdate", "Canary"] | None = None
     """The strategy in effect."""
-    phase: Literal["Healthy", "Progressing", "Paused", "Degraded"] = "Healthy"
+    phase: Literal["Healthy", "Progressing", "Paused", "Degraded"] | None = None
     """`Healthy`: one revision serves; `Progressing`: moving to a new one; `Paused`: waiting (step pause,
     `kubectl llm pause`, inconclusive analysis, Prometheus unreachable); `Degraded`: aborted back to stable."""
-    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = None
     """What happens now and why."""
     stable_revision: Annotated[str, StringConstraints(max_length=64)] | None = None
     """The last fully promoted revision."""
@@ -1065,13 +1067,13 @@ class RolloutStatus(_Model):
     """Replicas of the canary revision this step wants."""
     paused_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
     """Why it waits: `PauseStep`, `UserPause`, `AnalysisInconclusive`, `PrometheusUnreachable`."""
-    aborted: bool = False
+    aborted: bool | None = None
     """The canary was rolled back; it stays so until the spec changes or `kubectl llm retry`."""
     aborted_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
     """When it was rolled back."""
     abort_message: Annotated[str, StringConstraints(max_length=1024)] | None = None
     """Why, e.g. the failing check and its values."""
-    promote_full: bool = False
+    promote_full: bool | None = None
     """`kubectl llm promote --full` asked to skip the remaining steps."""
     analysis: AnalysisStatus | None = None
     """Canary analysis of the current revision."""
