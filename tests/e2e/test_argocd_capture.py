@@ -138,6 +138,10 @@ def _cond(type_: str, status: str, reason: str | None = None) -> Callable[[dict[
     return check
 
 
+def _all(*checks: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: all(check(obj) for check in checks)
+
+
 def _rollout(**want: Any) -> Callable[[dict[str, Any]], bool]:
     def check(obj: dict[str, Any]) -> bool:
         r = (obj.get("status") or {}).get("rollout") or {}
@@ -195,7 +199,7 @@ def test_rolling_update_states_and_the_restart_action(cluster: Cluster, operator
              what="the old revision retired")
 
 
-DEGRADED = [
+DEGRADED: list[tuple[str, dict[str, Any], str]] = [
     ("degraded_gpuProductUnavailable", {"resources": {"gpu": {"count": 1, "product": "NVIDIA-B200"}}},
      "GPUProductUnavailable"),
     ("degraded_secretNotFound", {"model": {"name": "tiny", "uri": "s3://bucket/tiny", "secretRef": {"name": "s3"}}},
@@ -216,15 +220,16 @@ DEGRADED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "spec", "reason"), DEGRADED, ids=[case[0] for case in DEGRADED])
-def test_degraded_states(cluster: Cluster, operator: Operator, namespace: str, captures: Captures, name: str,
-                         spec: dict[str, Any], reason: str) -> None:
-    apply(cluster, namespace, llmd("broken", **spec))
-    limited = name == "degraded_scalingLimited"
-    obj = _until(cluster, namespace, "broken", f"Degraded {reason}",
-                 lambda o: _cond("Degraded", "True", reason)(o)
-                 and (not limited or _cond("ScalingLimited", "True", "InsufficientGPU")(o)))
-    captures.take(name, obj, message=(reason, "InsufficientGPU") if limited else (reason,))
+def test_degraded_states(cluster: Cluster, operator: Operator, namespace: str, captures: Captures) -> None:
+    """Every reason at once, one object each, in one namespace (one namespace deletion to wait for, not seven)."""
+    objects = {name: f"broken-{i}" for i, (name, _, _) in enumerate(DEGRADED)}
+    apply(cluster, namespace, *(llmd(objects[name], **spec) for name, spec, _ in DEGRADED))
+    for name, _, reason in DEGRADED:
+        limited = name == "degraded_scalingLimited"
+        checks = [_cond("Degraded", "True", reason)] + ([_cond("ScalingLimited", "True", "InsufficientGPU")]
+                                                        if limited else [])
+        obj = _until(cluster, namespace, objects[name], f"Degraded {reason}", _all(*checks))
+        captures.take(name, obj, message=(reason, "InsufficientGPU") if limited else (reason,))
 
 
 def test_an_object_stored_under_an_older_crd_is_degraded(cluster: Cluster, operator: Operator, namespace: str,
