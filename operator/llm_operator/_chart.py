@@ -84,7 +84,7 @@ def crd_template() -> str:
 
 
 def _rules(namespaced: bool) -> list[dict[str, list[str]]]:
-    return registry.cluster_role_rules(k for k in registry.KINDS if k.namespaced == namespaced)
+    return registry.cluster_role_rules(k for k in registry.KINDS if k.namespaced == namespaced and not k.own_namespace)
 
 
 def rbac_rules_template() -> str:
@@ -102,6 +102,7 @@ def rbac_rules_template() -> str:
         "*/}}\n"
         + block("triton-llm-operator.rules.clusterScoped", _rules(namespaced=False))
         + block("triton-llm-operator.rules.namespaced", _rules(namespaced=True))
+        + block("triton-llm-operator.rules.ownNamespace", registry.own_namespace_rules())
     )
 
 
@@ -114,6 +115,13 @@ def rbac_manifest() -> str:
          "rules": registry.cluster_role_rules()},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        # Leader election (`llmctl run --leader-elect`, two replicas): the Lease, in the operator's namespace only.
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": namespace}, "rules": registry.own_namespace_rules()},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
     ]
     header = (

@@ -40,8 +40,12 @@ class Controller:
         resync_seconds: float = 300.0,
         reconcile_fn: Callable[..., Outcome] = reconcile,
         clock: Callable[[], float] = time.monotonic,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         self.kube = kube
+        # Leader election: while this returns False nothing is dispatched (keys stay queued, bodies stay
+        # current), so only the leader reconciles. None: always the leader (a single replica).
+        self.leader = leader
         # Every due time, delay and duration is read from this clock, so tests can step time instead of sleeping.
         self._clock = clock
         self.resync_seconds = resync_seconds
@@ -133,6 +137,11 @@ class Controller:
             QUEUE_DEPTH.set(self._depth_locked())
             self._cv.notify()
 
+    def started_leading(self) -> None:
+        """Leader election won: reconcile everything (what changed while following was only observed)."""
+        self.enqueue_all()
+        self.wake()
+
     def enqueue_all(self) -> None:
         for key in list(self.bodies):
             self.enqueue(key)
@@ -174,6 +183,10 @@ class Controller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self.leader is not None and not self.leader():
+                with self._cv:
+                    self._cv.wait(timeout=0.5)  # a follower: woken at once when it starts leading
+                continue
             with self._cv:
                 while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
                     heapq.heappop(self._heap)  # stale entry, superseded by an earlier or removed one

@@ -9,6 +9,7 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from kubernetes import client, config
@@ -95,6 +96,9 @@ class Kube:
         # Reads per namespace: tests check that a resync really looked at a namespace while writing nothing.
         self.gets_by_namespace: Counter[str] = Counter()
         self.calls: set[tuple[str, str]] = set()  # (verb, path) ever made: the RBAC test checks them all
+        # Set by leader election: writes are refused while it returns False (followers, or a leader past its
+        # renew deadline).
+        self.write_gate: Callable[[], bool] | None = None
 
     @property
     def writes(self) -> int:
@@ -110,6 +114,9 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        if method in WRITE_VERBS and self.write_gate is not None and not self.write_gate():
+            # Leader election: a replica that is not (or no longer surely) the leader sends no write at all.
+            raise KubeError(f"{method} {path}: not the leader; write refused", status=0, reason="NotLeader")
         API_REQUESTS.labels(method).inc()
         with self._lock:
             self.requests[method] += 1
@@ -120,6 +127,18 @@ class Kube:
                     self.writes_by_namespace[namespace] += 1
                 elif method == "GET":
                     self.gets_by_namespace[namespace] += 1
+        return self.send(method, path, body=body, query=query, content_type=content_type)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One request, neither counted nor gated: the leader election's own Lease calls use it directly."""
         try:
             method_, url, headers, body_, _ = self._api.param_serialize(
                 method=method,

@@ -24,6 +24,9 @@ class Kind:
     watched: bool = False  # its events re-queue the owning LLMDeployment
     crd: str | None = None  # served only while this CRD exists (e.g. the Prometheus Operator's)
     subresources: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (subresource, verbs)
+    # Granted by a Role in the operator's own namespace only (the leader Lease), never by the ClusterRole: a
+    # cluster-wide `update leases` could take over other controllers' elections (kube-system's, nodes').
+    own_namespace: bool = False
 
     @property
     def group(self) -> str:
@@ -65,6 +68,8 @@ KINDS: tuple[Kind, ...] = (
     # server-side apply (RBAC's `patch`; never `create`: a missing route is reported, not made).
     Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", ("get", "patch"),
          crd="httproutes.gateway.networking.k8s.io"),
+    # Leader election (llmctl run --leader-elect): one Lease, read, created once, renewed by update (PUT).
+    Kind("coordination.k8s.io/v1", "Lease", "leases", ("get", "create", "update"), own_namespace=True),
     Kind("v1", "ServiceAccount", "serviceaccounts", ()),  # tools only (bench/): the operator never touches it
 )
 
@@ -82,10 +87,16 @@ def kind(name: str) -> Kind:
         raise ValueError(f"kind {name!r} is not in the operator's kind registry (llm_operator._kinds)") from None
 
 
-def cluster_role_rules(kinds: Iterable[Kind] = KINDS) -> list[dict[str, list[str]]]:
-    """The ClusterRole rules the operator needs: one rule per resource or subresource, verbs as registered."""
+def own_namespace_rules() -> list[dict[str, list[str]]]:
+    """The Role rules the operator needs in its own namespace (leader election's Lease)."""
+    return cluster_role_rules(k for k in KINDS if k.own_namespace)
+
+
+def cluster_role_rules(kinds: Iterable[Kind] | None = None) -> list[dict[str, list[str]]]:
+    """The ClusterRole rules the operator needs: one rule per resource or subresource, verbs as registered
+    (by default every kind but those granted in its own namespace)."""
     rules = []
-    for k in kinds:
+    for k in (kinds if kinds is not None else (k for k in KINDS if not k.own_namespace)):
         if not k.verbs:
             continue
         rules.append({"apiGroups": [k.group], "resources": [k.plural], "verbs": list(k.verbs)})

@@ -142,9 +142,24 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from llm_operator import _leader
     from llm_operator.operator import run_operator
 
+    election = None
+    if args.leader_elect:
+        election = _leader.Config(
+            lease_name=args.leader_election_id,
+            namespace=args.leader_election_namespace or _leader.default_namespace(),
+            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline, retry_period=args.retry_period,
+            identity=_leader.default_identity(),
+        )
+        try:
+            election.validate()
+        except ValueError as exc:
+            print(f"llmctl run: {exc}", file=sys.stderr)
+            return 2
     return run_operator(
+        leader_election=election,
         namespaces=args.namespace or [],
         liveness=args.liveness,
         metrics_port=args.metrics_port,
@@ -230,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
                      help="log level (default info; debug includes kopf's per-event messages, like -v)")
     run.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level=debug")
+    run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=False,
+                     help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+                     "reconciles and writes, the others keep their watch caches warm (default off)")
+    run.add_argument("--leader-election-id", default="triton-llm-operator", metavar="NAME",
+                     help="the Lease's name (default triton-llm-operator)")
+    run.add_argument("--leader-election-namespace", default=None, metavar="NS",
+                     help="the Lease's namespace (default $POD_NAMESPACE, else the service account's, else default)")
+    run.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                     help="how long followers wait after the last renewal they saw before taking over (default 15)")
+    run.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                     help="how long the leader retries renewing before it stops writing (default 10; "
+                     "less than --lease-duration)")
+    run.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                     help="how often candidates try to acquire and the leader renews (default 2)")
     run.set_defaults(func=_run)
 
     simulate_help = "replay a request trace against autoscaling policies: SLO attainment and GPU-hours"

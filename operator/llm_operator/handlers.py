@@ -15,38 +15,67 @@ from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator import _kinds as registry
 from llm_operator._controller import Controller
 from llm_operator._k8s import Kube, honour_current_kubeconfig
+from llm_operator._leader import IS_LEADER, KubeLeaseAPI, LeaderElector
+from llm_operator._leader import Config as LeaderConfig
 from llm_operator._reconcile import LABEL_INSTANCE, LABEL_MANAGED_BY
 from llm_operator.api import GPU_PRODUCT_LABEL
 from llm_operator.builders import MANAGER
 
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGER}
 
-# The running controller; tests and the metrics endpoint read it (e.g. request counters).
-controller: Controller | None = None
+# The controller lives in kopf's memo (``memo.controller``: every handler gets it from there; kopf hands each
+# object a shallow copy of the operator's memo, made after the start-up handlers ran, so all share the one
+# controller). This module global only mirrors the running operator's controller for readers outside kopf:
+# the tests and their fixtures (``handlers.controller``, read through the module's __getattr__ below).
+_current: Controller | None = None
 
 
-def _ctl() -> Controller:
-    if controller is None:
+def __getattr__(name: str) -> Any:
+    if name == "controller":
+        return _current
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _ctl(memo: Any) -> Controller:
+    ctl = getattr(memo, "controller", None) if memo is not None else None
+    if ctl is None:
         raise kopf.TemporaryError("operator is starting", delay=1)
-    return controller
+    return ctl
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
-    global controller
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
+            logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
+    global _current
     # Our own Events carry reasons; kopf's log-to-Event posting would add a write per log line.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    election: LeaderConfig | None = memo.get("leader_election")
+    kube = Kube()
     controller = Controller(
-        Kube(),
+        kube,
         workers=int(os.environ.get("LLMOPS_WORKERS", "8")),
         resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", "300")),
     )
+    if election is not None:
+        elector = LeaderElector(KubeLeaseAPI(kube, election.namespace, election.lease_name), election,
+                                on_started_leading=controller.started_leading)
+        # Only the leader dispatches reconciles, and only the leader's client sends writes.
+        controller.leader = elector.is_leader
+        kube.write_gate = elector.is_leader
+        memo.elector = elector
+        elector.start()
+    else:
+        IS_LEADER.set(1)
+    memo.controller = controller
     controller.start()
-    logger.info("triton-llm-operator started (workers=%s)", os.environ.get("LLMOPS_WORKERS", "8"))
+    _current = controller
+    logger.info("triton-llm-operator started (workers=%s%s)", os.environ.get("LLMOPS_WORKERS", "8"),
+                f", leader election on Lease {election.namespace}/{election.lease_name} as "
+                f"{memo.elector.identity}" if election is not None else "")
 
 
 @kopf.on.login()
@@ -57,17 +86,25 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    global controller
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    global _current
+    controller = memo.get("controller")
     if controller is not None:
-        controller.stop()
-        controller = None
+        controller.stop()  # in-flight reconciles finish first
+        memo.controller = None
+    elector = memo.get("elector")
+    if elector is not None:
+        elector.stop(release=True)  # then the Lease goes: a follower takes over at its next retry
+        memo.elector = None
+    _current = None
 
 
 @kopf.on.probe(id="queue")
-def probe(**_: Any) -> dict[str, Any]:
-    ctl = _ctl()
-    return {"llmdeployments": len(ctl.bodies), "idle": ctl.idle(), "api_requests": dict(ctl.kube.requests)}
+def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    ctl = _ctl(memo)
+    elector = memo.get("elector")
+    return {"llmdeployments": len(ctl.bodies), "idle": ctl.idle(), "api_requests": dict(ctl.kube.requests),
+            "leader": elector.is_leader() if elector is not None else True}
 
 
 @kopf.index("", "v1", "nodes")
@@ -106,8 +143,8 @@ def pod_gpus(spec: Any) -> int:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def llmdeployment_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
-    ctl = _ctl()
+def llmdeployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    ctl = _ctl(memo)
     ctl.node_index = kwargs["gpu_nodes"]  # the index above, injected by kopf under its function's name
     ctl.pod_index = kwargs["gpu_pods"]
     ctl.observe(dict(body), deleted=type == "DELETED")
@@ -120,10 +157,10 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
     return None
 
 
-def _child_event(body: kopf.Body, **_: Any) -> None:
+def _child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = _owner_key(body)
     if key is not None:
-        _ctl().enqueue(key)
+        _ctl(memo).enqueue(key)
 
 
 for _kind in registry.WATCHED:
@@ -133,8 +170,8 @@ for _kind in registry.WATCHED:
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    ctl = _ctl()
+def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    ctl = _ctl(memo)
     facts = None if type == "DELETED" else _node_facts(body.metadata.labels, body.status, body.metadata.name or "",
                                                        body.spec)
     if ctl.set_node(body.metadata.name or "", facts) and type is not None:
@@ -142,12 +179,12 @@ def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-def crd_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+def crd_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     optional = registry.OPTIONAL.get(body.metadata.name or "")
     if optional is None:
         return
     kind = optional.kind
-    ctl = _ctl()
+    ctl = _ctl(memo)
     kinds = ctl.monitor_kinds - {kind} if type == "DELETED" else ctl.monitor_kinds | {kind}
     if kinds != ctl.monitor_kinds:
         ctl.monitor_kinds = kinds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
@@ -15,7 +16,10 @@ def run_operator(
     metrics_address: str = "127.0.0.1",
     verbose: bool = False,
     log_level: str = "info",
+    leader_election: Any = None,
 ) -> int:
+    """``leader_election``: an ``llm_operator._leader.Config`` to run as one of several replicas (only the
+    Lease's holder writes), or None for a single replica that always writes."""
     from llm_operator import handlers  # noqa: F401 - importing registers the handlers
 
     debug = verbose or log_level == "debug"
@@ -31,7 +35,13 @@ def run_operator(
 
         # Loopback unless asked: in a pod, Prometheus needs the pod IP (the Helm chart passes 0.0.0.0).
         start_http_server(metrics_port, addr=metrics_address)
+    extra: dict[str, Any] = {}
+    if leader_election is not None:
+        leader_election.validate()
+        # handlers.startup reads it from kopf's memo, where it also puts the controller and the elector.
+        extra["memo"] = kopf.Memo(leader_election=leader_election)
     kopf.run(
+        **extra,
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

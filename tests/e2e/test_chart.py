@@ -24,7 +24,7 @@ from llm_operator import _kinds as registry
 
 from e2e.pytest_plugin import Cluster, OperatorProcess, ensure_monitoring_crds, monitoring_crd, wait_for
 from tests.e2e.test_operator import apply, get, llmd, wait_condition
-from tests.unit.test_chart import CHART, VALUE_SETS, helm, registry_triples, template, triples
+from tests.unit.test_chart import CHART, VALUE_SETS, helm, lease_triples, registry_triples, template, triples
 
 pytestmark = pytest.mark.cluster
 
@@ -149,7 +149,8 @@ def test_rendered_value_sets_pass_a_server_side_dry_run(cluster: Cluster, namesp
         if name == "monitoring":
             assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= set(kinds), kinds
         if name == "namespaced":
-            assert kinds.count("Role") == 1 and manifests.count("\nkind: Role\n") == 2, kinds
+            # one per watched namespace, and leader election's in the release namespace
+            assert kinds.count("Role") == 1 and manifests.count("\nkind: Role\n") == 3, kinds
     assert get(cluster, namespace, "deployment", "dry-default-triton-llm-operator") is None  # nothing was created
 
 
@@ -185,7 +186,7 @@ def test_helm_install_upgrade_uninstall_with_the_operator_on_the_charts_service_
         timeout=60, what="the operator pod Running")
 
     # What the ServiceAccount may do is exactly what the kind registry derives, nothing more.
-    assert granted(cluster, namespace, fullname) == {None: registry_triples()}
+    assert granted(cluster, namespace, fullname) == {None: registry_triples(), namespace: lease_triples()}
     for verb, resource in [("update", "llmdeployments.serving.llmops.dev"), ("delete", "llmdeployments.serving"
                            ".llmops.dev"), ("list", "secrets"), ("create", "pods"), ("patch", "nodes"),
                            ("create", "clusterrolebindings.rbac.authorization.k8s.io")]:
@@ -258,7 +259,7 @@ def test_namespaced_install_runs_the_operator_on_roles(
     assert "crds.install=false" in install.stdout
 
     assert granted(cluster, namespace, fullname) == {None: registry_triples(namespaced=False),
-                                                     watched: registry_triples(namespaced=True)}
+                                                     watched: registry_triples(namespaced=True) | lease_triples()}
     assert can(cluster, sa, "list", "nodes", None)
     assert can(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert can(cluster, sa, "watch", "llmdeployments.serving.llmops.dev", watched)

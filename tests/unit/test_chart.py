@@ -119,8 +119,13 @@ def bound_rules(docs: list[dict[str, Any]], sa_namespace: str, sa_name: str) -> 
 
 
 def registry_triples(namespaced: bool | None = None) -> set[tuple[str, str, str]]:
-    kinds = [k for k in registry.KINDS if namespaced is None or k.namespaced == namespaced]
+    kinds = [k for k in registry.KINDS if not k.own_namespace and (namespaced is None or k.namespaced == namespaced)]
     return triples(registry.cluster_role_rules(kinds))
+
+
+def lease_triples() -> set[tuple[str, str, str]]:
+    """Leader election's rules: a Role in the release namespace, never cluster-wide."""
+    return triples(registry.own_namespace_rules())
 
 
 def promtool() -> str:
@@ -172,11 +177,17 @@ def test_chart_crd_fits_client_side_apply() -> None:
 
 def test_cluster_wide_rbac_is_exactly_the_registry(home: Path) -> None:
     docs = render(None, home)
-    assert bound_rules(docs, NAMESPACE, RELEASE) == {None: registry_triples()}
+    assert bound_rules(docs, NAMESPACE, RELEASE) == {None: registry_triples(), NAMESPACE: lease_triples()}
+    assert lease_triples() == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
     role = one(docs, "ClusterRole", RELEASE)
-    assert not any(d["kind"] in ("Role", "RoleBinding") for d in docs)
-    docs_role = next(d for d in yaml.safe_load_all((ROOT / "docs/rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] in ("Role", "RoleBinding")] == [
+        ("Role", NAMESPACE), ("RoleBinding", NAMESPACE)]  # only leader election's
+    shipped = list(yaml.safe_load_all((ROOT / "docs/rbac.yaml").read_text()))
+    docs_role = next(d for d in shipped if d["kind"] == "ClusterRole")
     assert triples(role["rules"]) == triples(docs_role["rules"])  # the kubectl-apply install grants the same
+    assert triples(next(d for d in shipped if d["kind"] == "Role")["rules"]) == lease_triples()
+    off = render({"leaderElection": {"enabled": False}, "replicaCount": 1}, home)
+    assert bound_rules(off, NAMESPACE, RELEASE) == {None: registry_triples()}
 
 
 def test_namespaced_rbac_grants_cluster_wide_only_cluster_scoped_kinds(home: Path) -> None:
@@ -186,6 +197,7 @@ def test_namespaced_rbac_grants_cluster_wide_only_cluster_scoped_kinds(home: Pat
         None: registry_triples(namespaced=False),  # nodes, namespaces, CRDs
         "team-a": registry_triples(namespaced=True),
         "team-b": registry_triples(namespaced=True),
+        NAMESPACE: lease_triples(),  # the leader Lease, in the release namespace
     }
     assert registry_triples(namespaced=False) | registry_triples(namespaced=True) == registry_triples()
     assert {r for _, r, _ in registry_triples(namespaced=False)} == {"nodes", "namespaces",
@@ -222,7 +234,8 @@ def test_helm_lint_strict(name: str, home: Path) -> None:
     ({"prometheusRule": {"alerts": {"degraded": {"enabled": True, "for": "10m", "severity": "x", "fr": "1m"}}}},
      ["/prometheusRule/alerts/degraded", "'fr'"]),
     ({"replicaCount": "one"}, ["/replicaCount", "got string, want integer"]),  # a wrong type
-    ({"replicaCount": 2}, ["/replicaCount", "value must be one of 0, 1"]),
+    ({"replicaCount": -1}, ["/replicaCount", "minimum"]),
+    ({"leaderElection": {"lease": 15}}, ["/leaderElection", "'lease'"]),
     ({"logLevel": "verbose"}, ["/logLevel", "value must be one of 'debug', 'info', 'warning', 'error'"]),
     ({"watch": {"namespaces": ["team-*"]}}, ["/watch/namespaces/0", "does not match pattern"]),
     ({"metrics": {"port": 70000}}, ["/metrics/port", "maximum"]),
@@ -332,9 +345,16 @@ def test_deployment_runs_llmctl_with_probes_on_kopfs_health_endpoint(home: Path)
     for probe in (container["livenessProbe"], container["startupProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "readinessProbe" not in container
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"} and deploy["spec"]["replicas"] == 1
-    env = {e["name"]: e["value"] for e in container["env"]}
+    # Two replicas with leader election by default: a rolling update hands the Lease over.
+    assert deploy["spec"]["replicas"] == 2 and deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert args.leader_elect and args.leader_election_namespace == NAMESPACE
+    assert args.leader_election_id == "triton-llm-operator"
+    assert (args.lease_duration, args.renew_deadline, args.retry_period) == (15, 10, 2)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env == {"LLMOPS_WORKERS": "8", "LLMOPS_RESYNC_SECONDS": "300"}
+    refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert pod["serviceAccountName"] == RELEASE and pod["automountServiceAccountToken"] is True
 
 
@@ -365,7 +385,7 @@ def test_deployment_values_reach_the_pod(home: Path) -> None:
     assert args.namespace == ["team-a", "team-b"] and args.log_level == "warning" and args.verbose
     assert args.metrics_port == 9100 and args.liveness == "http://0.0.0.0:9101/healthz"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 9101, "metrics": 9100}
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert env == {"LLMOPS_WORKERS": "2", "LLMOPS_RESYNC_SECONDS": "60", "LLMOPS_SKIP_NODE_CHECK": "1",
                    "HTTPS_PROXY": "http://proxy:3128"}
     assert pod["nodeSelector"] == {"pool": "system"} and pod["tolerations"] == [toleration]
@@ -383,6 +403,28 @@ def test_deployment_values_reach_the_pod(home: Path) -> None:
     (c,) = one(off, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "--metrics-port" not in " ".join(c["args"]) and [p["name"] for p in c["ports"]] == ["health"]
     assert not any(d["kind"] == "Service" for d in off) and one(off, "Deployment")["spec"]["replicas"] == 0
+
+
+def test_leader_election_values_and_the_pod_disruption_budget(home: Path) -> None:
+    docs = render(None, home)
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": one(docs, "Deployment")["spec"]["selector"]}
+    assert pdb["metadata"]["namespace"] == NAMESPACE
+    tuned = one(render({"replicaCount": 3, "podDisruptionBudget": {"minAvailable": 2}, "leaderElection": {
+        "leaseName": "ops", "leaseDuration": 30, "renewDeadline": 20, "retryPeriod": 4}}, home), "Deployment")
+    args = cli.build_parser().parse_args(tuned["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert (args.leader_election_id, args.lease_duration, args.renew_deadline, args.retry_period) == ("ops", 30, 20, 4)
+    assert tuned["spec"]["replicas"] == 3
+    # One replica: no PDB (it would block every drain). No election: one replica, Recreate, no Lease, no Role.
+    assert not any(d["kind"] == "PodDisruptionBudget" for d in render({"replicaCount": 1}, home))
+    single = render({"replicaCount": 1, "leaderElection": {"enabled": False}}, home)
+    deploy = one(single, "Deployment")
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(d["kind"] in ("Role", "PodDisruptionBudget") for d in single)
+    # Two writers without a leader are refused at render time.
+    proc = template({"replicaCount": 2, "leaderElection": {"enabled": False}}, home, check=False)
+    assert proc.returncode != 0 and "replicaCount > 1 needs leaderElection.enabled" in proc.stderr
 
 
 def test_security_context_is_restricted(home: Path) -> None:

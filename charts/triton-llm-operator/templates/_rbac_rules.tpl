@@ -63,3 +63,8 @@ cluster_role_rules()); do not edit. tests/unit/test_chart.py fails when it is st
   resources: [httproutes]
   verbs: [get, patch]
 {{- end }}
+{{- define "triton-llm-operator.rules.ownNamespace" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+{{- end }}
