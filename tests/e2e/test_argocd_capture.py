@@ -122,11 +122,17 @@ def _current(obj: dict[str, Any]) -> bool:
 
 def _until(cluster: Cluster, namespace: str, name: str, what: str, check: Callable[[dict[str, Any]], bool],
            timeout: float = 90) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     def probe() -> dict[str, Any] | None:
         obj = get(cluster, namespace, "llmd", name)
+        seen["status"] = (obj or {}).get("status")
         return obj if obj is not None and _current(obj) and check(obj) else None
 
-    result: dict[str, Any] = wait_for(probe, timeout=timeout, interval=0.2, what=f"{name}: {what}")
+    try:
+        result: dict[str, Any] = wait_for(probe, timeout=timeout, interval=0.2, what=f"{name}: {what}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {json.dumps(seen.get('status'))[:3000]}") from None
     return result
 
 
@@ -358,8 +364,8 @@ def test_canary_states_and_every_argocd_action(cluster: Cluster, operator: Opera
 
     argocd_action(harness, cluster, namespace, "chat", "retry")
     _until(cluster, namespace, "chat", "retried from the first pause",
-           lambda o: _rollout(aborted=False, stepIndex=1, pausedReason="PauseStep")(o)
-           and _cond("Degraded", "False")(o), timeout=120)
+           lambda o: not (o["status"].get("rollout") or {}).get("aborted")
+           and _rollout(stepIndex=1, pausedReason="PauseStep")(o) and _cond("Degraded", "False")(o), timeout=120)
 
     argocd_action(harness, cluster, namespace, "chat", "promote-full")
     promoted = _until(cluster, namespace, "chat", "fully promoted",
