@@ -109,8 +109,8 @@ def harness_binary() -> Path:
             return binary
         partial = folder / "argocd-lua-harness.partial"
         started = time.monotonic()
-        proc = subprocess.run([go_binary(), "build", "-trimpath", "-o", str(partial), "."], cwd=source,
-                              capture_output=True, text=True, check=False,
+        proc = subprocess.run([go_binary(), "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."],
+                              cwd=source, capture_output=True, text=True, check=False,
                               env={**os.environ, "GOFLAGS": "-mod=readonly"}, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"go build of {source} failed:\n{proc.stdout}{proc.stderr}")
