@@ -171,8 +171,7 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """client-go's tryAcquireOrRenew: one read, then at most one create or update."""
         sent = self._clock()
-        now = _micro_time(self._wall())
-        desired = Record(self.identity, max(1, round(self.config.lease_duration)), now, now, 0)
+        duration = max(1, round(self.config.lease_duration))
         try:
             lease = self.api.get()
         except Exception as exc:
@@ -181,6 +180,8 @@ class LeaderElector:
             return False
         received = self._clock()
         if lease is None:
+            now = _micro_time(self._wall())
+            desired = Record(self.identity, duration, now, now, 0)
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.config.lease_name, "namespace": self.config.namespace},
                     "spec": desired.spec()}
@@ -200,11 +201,13 @@ class LeaderElector:
         mine = record.holder == self.identity
         if (record.holder and not mine and self._clock() < self._observed_at + record.lease_duration_seconds):
             return False  # held by someone else, and not expired by our own observation
+        # Stamped after the expiry check: a takeover's acquireTime is never earlier than the old holder's last
+        # renewTime plus the lease duration.
+        now = _micro_time(self._wall())
         if mine:
-            desired = Record(self.identity, desired.lease_duration_seconds, record.acquire_time, now,
-                             record.transitions)
+            desired = Record(self.identity, duration, record.acquire_time, now, record.transitions)
         else:
-            desired = Record(self.identity, desired.lease_duration_seconds, now, now, record.transitions + 1)
+            desired = Record(self.identity, duration, now, now, record.transitions + 1)
         updated_body = {**lease, "spec": {**(lease.get("spec") or {}), **desired.spec()}}
         try:
             updated = self.api.update(updated_body)

@@ -116,9 +116,20 @@ class _Model(BaseModel):
 
     @model_validator(mode="after")
     def _check_cel_mirror(self) -> Any:
+        # Every rule, like the API server (which reports each failing CEL rule), not just the first; one message
+        # per line (format_validation_error prints each with the field's path).
+        failed: list[str] = []
         for rule in type(self).__cel_rules__:
-            if not rule.check(self):
-                raise ValueError(rule.message)
+            try:
+                ok = rule.check(self)
+            except Exception:
+                if not failed:
+                    raise
+                continue  # a rule that assumes an earlier one holds
+            if not ok:
+                failed.append(rule.message)
+        if failed:
+            raise ValueError("\n".join(failed))
         return self
 
     def to_k8s(self) -> dict[str, Any]:

@@ -146,6 +146,7 @@ def test_a_leader_that_cannot_renew_stops_writing_before_anyone_can_take_over() 
     sim = Sim(["a", "b"])
     sim.run(5)
     last_renew = sim.clock.t
+    a_last = dict(sim.store.lease["spec"])  # type: ignore[index]
     sim.apis["a"].down = True  # a is cut off from the apiserver (b still reaches it)
     sim.run(0.01)
     gate_closed = sim.until(lambda: not sim.electors["a"].is_leader(), limit=10)
@@ -155,6 +156,8 @@ def test_a_leader_that_cannot_renew_stops_writing_before_anyone_can_take_over() 
     assert gate_closed <= RENEW + 0.05
     assert RENEW + 0.9 <= taken_over <= LEASE + RETRY * 1.2 + 0.1, (gate_closed, taken_over)
     assert sim.store.holder() == "b" and sim.store.lease["spec"]["leaseTransitions"] == 1  # type: ignore[index]
+    acquired = datetime.fromisoformat(sim.store.lease["spec"]["acquireTime"])  # type: ignore[index]
+    assert acquired - datetime.fromisoformat(a_last["renewTime"]) >= timedelta(seconds=LEASE)
     assert [e[1:] for e in sim.events] == [("a", "leader"), ("a", "follower"), ("b", "leader")]
     # The partition heals: a is a candidate again, sees b renewing, and stays a follower.
     sim.apis["a"].down = False
