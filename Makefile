@@ -7,7 +7,7 @@ EXTRAS ?= dev,runtime
 DEMO_NS ?= llm-demo
 STATE := $(or $(LLMCTL_STATE_DIR),$(HOME)/.local/state/triton-llm-operator)
 
-.PHONY: install binaries lint test test-unit demo demo-down crd clean bench
+.PHONY: install binaries lint test test-unit demo demo-down crd clean bench images images-test
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -52,3 +52,13 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/reconcile.py --n 10,100,1000 --repeat 3
 	$(BIN)/python bench/runtime.py
+
+# The operator and runtime images with podman (images/containers.conf, local Debian base from mmdebstrap),
+# cached by content hash: an unchanged tree rebuilds nothing. See docs/images.md.
+images: install
+	$(BIN)/llmctl images build
+
+# The rendered manifests of a CPU LLMDeployment under `podman kube play` (real tritonserver, tiny model).
+# Not part of `make test`: the runtime image is a multi-GB build on an empty cache.
+images-test: images
+	$(BIN)/pytest images -p no:xdist -s

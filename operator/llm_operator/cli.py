@@ -175,6 +175,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _images(args: argparse.Namespace) -> int:
+    from llm_operator.images import run
+
+    return run(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from llm_runtime.cli import run_serve
 
@@ -231,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
     chart.add_argument("--root", default=".", help="the repository root (default: the current directory)")
     chart.set_defaults(func=_chart)
+
+    images_help = "build the operator and runtime images with podman (cached by content hash; see docs/images.md)"
+    images = sub.add_parser("images", help=images_help, description=images_help)
+    from llm_operator.images import add_arguments as add_images_arguments
+
+    add_images_arguments(images)
+    images.set_defaults(func=_images)
 
     render = sub.add_parser("render", help="print the manifests the operator would create, with no cluster")
     render.add_argument("-f", "--filename", required=True, help="YAML file with one or more LLMDeployments")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import api
+from .. import __version__, api
 
 # ------------------------------------------------------------------------------------------ constants
 
@@ -36,7 +36,8 @@ STARTUP_PERIOD_SECONDS = 10
 
 TRITON_RELEASE = "26.07"
 DEFAULT_IMAGES: dict[str, str] = {
-    "python": "ghcr.io/llmops-dev/triton-llm-runtime:0.1.0",
+    # Built by `make images` / `llmctl images build` from runtime/Containerfile, tagged with the package version.
+    "python": f"ghcr.io/llmops-dev/triton-llm-runtime:{__version__}",
     "vllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-vllm-python-py3",
     "tensorrtllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-trtllm-python-py3",
 }
