@@ -14,8 +14,8 @@ No Argo CD runs here: this test emulates its sync, and says where. What it does 
 What it does not do: Argo CD's diffing, dry runs (SkipDryRunOnMissingResource has nothing to skip once the CRD
 exists), pruning and self-heal. The release name and the two destination namespaces are the test's own, so that
 nothing collides with the rest of the session. kwok runs no container, so once the chart's Deployment is healthy the
-operator runs beside the cluster with the pod's arguments and its ServiceAccount's token (as tests/e2e/test_chart.py
-does).
+operator runs beside the cluster with the pod's arguments and its ServiceAccount's token (as
+tests/e2e/test_chart_install.py does).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 from llm_operator.dev import argocd
 
 from e2e.pytest_plugin import Cluster, OperatorProcess, wait_for
-from tests.e2e.test_chart import pod_args, service_account_kubeconfig
+from tests.e2e.test_chart_install import pod_args, service_account_kubeconfig
 from tests.e2e.test_operator import condition, get
 from tests.unit.test_chart import CHART, KUBE_VERSION, helm, values_file
 
