@@ -178,6 +178,14 @@ class Pod:
         podman("kube", "down", str(self.kube), check=False, timeout=120)
 
 
+def _cleanup(made: list[str]) -> None:
+    for thing in made:
+        if thing.startswith("volume:"):
+            podman("volume", "rm", "-f", thing.removeprefix("volume:"), check=False)
+        else:
+            shutil.rmtree(thing, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def pod(model_volume: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     tmp = tmp_path_factory.mktemp("pod")
@@ -185,6 +193,9 @@ def pod(model_volume: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     p = Pod(kube, deployment)
     try:
         p.play()
+        print(f"\nkube play said: {p.play_output.strip()}")
+        healthcheck = json.loads(podman("inspect", p.container).stdout)[0]["Config"].get("Healthcheck")
+        print(f"podman healthcheck made from the probes: {healthcheck}")
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             status, _ = _get(p.url(8000, "/v2/health/ready"), timeout=2)
@@ -197,13 +208,8 @@ def pod(model_volume: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         print(f"\nFIGURE pod start (kube play) to Ready: {p.ready_s:.1f}s")  # type: ignore[attr-defined]
         yield p
     finally:
-        print(p.logs()[-3000:])
         p.down()
-        for thing in made:
-            if thing.startswith("volume:"):
-                podman("volume", "rm", "-f", thing.removeprefix("volume:"), check=False)
-            else:
-                shutil.rmtree(thing, ignore_errors=True)
+        _cleanup(made)
 
 
 def test_pod_runs_rendered_manifests_and_model_loads_from_configmap(pod: Pod) -> None:
@@ -265,6 +271,35 @@ def test_security_context_in_force(pod: Pod) -> None:
     assert re.search(r"^Uid:\s+1000\s", status, re.M), status
 
 
+def test_openai_front_as_second_process_answers_the_official_client(pod: Pod) -> None:
+    """The runtime image's OpenAI front (`python -m llm_runtime.openai_server`) started as a second process in
+    the server's container, as the pod would run it: the official `openai` client through the pod's network.
+    The operator does not render it yet (docs/images.md)."""
+    from openai import OpenAI
+
+    podman("exec", "-d", pod.container, "python3", "-m", "llm_runtime.openai_server", "--model-dir=/mnt/model",
+           "--model-name=tiny", "--host=0.0.0.0", "--port=9000")
+    deadline = time.monotonic() + 60
+    while _get(pod.url(9000, "/health"), timeout=2)[0] != 200:
+        assert time.monotonic() < deadline, pod.logs()[-2000:]
+        time.sleep(0.5)
+    client = OpenAI(base_url=pod.url(9000, "/v1"), api_key="unused", timeout=60)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    t0 = time.monotonic()
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0, seed=7
+    )
+    latency = time.monotonic() - t0
+    assert chat.choices[0].finish_reason in ("length", "stop") and chat.usage and chat.usage.completion_tokens >= 1
+    chunks = list(client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0, seed=7,
+        stream=True,
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == chat.choices[0].message.content
+    print(f"\nFIGURE OpenAI chat completion (16 tokens) through the pod's port 9000: {latency * 1000:.0f} ms")
+
+
 def test_sigterm_drains_in_flight_requests_within_grace_period(pod: Pod) -> None:
     grace = pod.deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     results: list[dict[str, Any]] = []
@@ -299,3 +334,29 @@ def test_sigterm_drains_in_flight_requests_within_grace_period(pod: Pod) -> None
         out = json.loads(r["body"])
         assert int(out["completion_tokens"]) == 480 and out["finish_reason"] == "length"
     assert drain < grace and state["ExitCode"] == 0, (drain, state, pod.logs()[-2000:])
+
+
+def test_empty_model_volume_fails_the_load_with_a_clear_log_line(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    """The same rendered pod on an empty volume: tritonserver exits, the pod never becomes ready, and the log
+    says what is wrong (in a cluster: the startup probe fails and the container restarts)."""
+    claim = f"empty-model-{uuid.uuid4().hex[:6]}"
+    podman("volume", "create", claim)
+    kube, deployment, made = _manifests(tmp_path, f"empty-{uuid.uuid4().hex[:6]}", claim)
+    p = Pod(kube, deployment)
+    try:
+        p.play()
+        deadline = time.monotonic() + 120
+        while "has no config.json" not in p.logs() and time.monotonic() < deadline:
+            assert _get(p.url(8000, "/v2/health/ready"), timeout=2)[0] != 200
+            time.sleep(1)
+        logs = p.logs()
+        assert re.search(
+            r"failed to load 'tiny'.*model directory /mnt/model has no config.json \(found: nothing\): the model "
+            r"volume is empty", logs), logs[-3000:]
+        assert "error: creating server: Internal - failed to load all models" in logs
+        assert _get(p.url(8000, "/v2/health/ready"), timeout=2)[0] != 200
+    finally:
+        p.down()
+        _cleanup([*made, f"volume:{claim}"])

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,22 @@ class _Pending:
         return self.cancelled
 
 
+def _check_model_dir(model_dir: str) -> None:
+    """Fail the load with one line that says what is wrong with the weights' folder (an empty or unmounted
+    volume, a fetch that did not finish), instead of a loader traceback."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise pb_utils.TritonModelException(
+            f"model directory {model_dir} does not exist: the model volume is not mounted (check spec.model)"
+        )
+    if not (path / "config.json").is_file():
+        found = sorted(p.name for p in path.iterdir())[:10]
+        raise pb_utils.TritonModelException(
+            f"model directory {model_dir} has no config.json (found: {', '.join(found) or 'nothing'}): the model "
+            "volume is empty or the fetch did not finish; it must hold a Hugging Face model folder"
+        )
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -141,6 +158,7 @@ class TritonPythonModel:
             )
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.exit_timeout_s = float(params.get(repo.PARAM_EXIT_TIMEOUT_S, "30"))
+        _check_model_dir(params[repo.PARAM_MODEL_DIR])
         self.engine = Engine.load(
             params[repo.PARAM_MODEL_DIR],
             dtype=params.get(repo.PARAM_DTYPE, "auto"),
