@@ -154,12 +154,18 @@ def build_base(*, force: bool = False, log: bool = True) -> tuple[str, bool, flo
 
 
 def _context_files() -> list[str]:
+    """The files of the build context: what git tracks or would track under CONTEXT_PATHS (a source tree
+    without git: every file there)."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *CONTEXT_PATHS],
-        cwd=ROOT, check=True, text=True, capture_output=True,
+        cwd=ROOT, check=False, text=True, capture_output=True,
     )
-    files = sorted({f for f in out.stdout.splitlines() if (ROOT / f).is_file()})
-    return [f for f in files if "__pycache__" not in f and ".egg-info" not in f]
+    if out.returncode == 0 and out.stdout.strip():
+        names = out.stdout.splitlines()
+    else:
+        names = [str(p.relative_to(ROOT)) for c in CONTEXT_PATHS for p in [ROOT / c, *(ROOT / c).rglob("*")]]
+    files = sorted({f for f in names if (ROOT / f).is_file()})
+    return [f for f in files if "__pycache__" not in f and ".egg-info" not in f and not f.endswith(".pyc")]
 
 
 def content_hash(spec: ImageSpec, base: str, build_args: dict[str, str]) -> str:
