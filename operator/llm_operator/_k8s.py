@@ -190,8 +190,12 @@ class Kube:
         meta = obj["metadata"]
         path = _path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
         query = [("fieldManager", FIELD_MANAGER)] + ([("force", "true")] if force else [])
-        # JSON is valid YAML, so the apply-patch content type takes the dict as is.
-        return dict(self._call("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"))
+        # JSON is valid YAML, so the apply-patch content type takes JSON, serialized here without ASCII escapes:
+        # the client's json.dumps writes an emoji as a UTF-16 surrogate pair (\ud83e\udd99), which the API
+        # server's YAML decoder refuses ("found invalid Unicode character escape code"), so a Unicode annotation
+        # made every apply of the object fail.
+        body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return dict(self._call("PATCH", path, body=body, query=query, content_type="application/apply-patch+yaml"))
 
     def patch(
         self,
