@@ -22,8 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e import pytest_plugin as plugin
-from e2e.pytest_plugin import Cluster, OperatorProcess, wait_for
-from tests.e2e.test_operator import apply, llmd, wait_condition
+from e2e.pytest_plugin import Cluster, OperatorProcess, ensure_monitoring_crds, wait_for
+from tests.e2e.test_operator import apply, assert_render_matches_live, children, llmd, wait_condition
 
 pytestmark = pytest.mark.cluster
 
@@ -108,9 +108,10 @@ def _ts(micro_time: str) -> float:
 
 
 def test_one_leader_writes_sigkill_fails_over_within_the_lease_sigterm_hands_over_at_once(
-    cluster: Cluster, replicas: dict[str, Replica], namespace: str
+    cluster: Cluster, replicas: dict[str, Replica], namespace: str, tmp_path: Path
 ) -> None:
     a, b, c = replicas["a"], replicas["b"], replicas["c"]
+    ensure_monitoring_crds(cluster)  # so that the rendering compared at the end matches what the cluster serves
     a.start(cluster, namespace)
     wait_for(lambda: _holder(cluster, namespace) == "a", timeout=30, what="a to acquire the Lease")
     b.start(cluster, namespace)
@@ -124,12 +125,13 @@ def test_one_leader_writes_sigkill_fails_over_within_the_lease_sigterm_hands_ove
     assert _writes(a.port) > 0 and _writes(b.port) == 0, (sa, sb)
     assert sb.get('llmop_reconcile_total{result="success"}', 0) == 0
 
-    # SIGKILL the leader, change the spec during the failover: b takes over after a's lease runs out.
+    # Change the spec and SIGKILL the leader right away (mid-reconcile of the change, or just after it): b takes
+    # over once a's lease runs out and finishes the job.
+    cluster.kubectl("patch", "llmd", "ha", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}')
     killed = a.signal(signal.SIGKILL)
     a.wait_exit()
     last = _lease(cluster, namespace)  # a's last renewal, as the API server holds it
     assert last["holderIdentity"].startswith("a_")
-    cluster.kubectl("patch", "llmd", "ha", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}')
     wait_for(lambda: _holder(cluster, namespace) == "b", timeout=LEASE + 3 * RETRY + 15, interval=0.1,
              what="b to take the Lease over")
     spec = _lease(cluster, namespace)
@@ -141,11 +143,14 @@ def test_one_leader_writes_sigkill_fails_over_within_the_lease_sigterm_hands_ove
     assert after_last_renewal >= LEASE - 0.05
     # …and within the lease plus b's observation lag and one retry (jitter up to 1.2 each), with slack for a loaded CI.
     assert after_kill <= LEASE + 2 * RETRY * 1.2 + 3.0
-    # The change made while nobody led is applied by the new leader: the state is what the spec says.
+    # The final state is what the spec says, as without the kill: every child as `llmctl render` prints it, one
+    # Deployment, scaled to 2.
     wait_condition(cluster, namespace, "ha", "Ready", "True", timeout=60)
     wait_for(lambda: cluster.kubectl_json("get", "deployment", "-n", namespace, "-l",
                                           "app.kubernetes.io/instance=ha")["items"][0]["spec"]["replicas"] == 2,
-             timeout=60, what="the Deployment scaled to 2 by b")
+             timeout=60, what="the Deployment scaled to 2")
+    assert_render_matches_live(cluster, namespace, "ha", tmp_path)
+    assert len(children(cluster, namespace, "deployment", "ha")) == 1
     assert _writes(b.port) > 0
 
     # SIGTERM the leader: it releases the Lease on its way out; c takes over at its next retry.
