@@ -25,7 +25,14 @@ from llm_operator._diff import contains
 from llm_operator._k8s import KubeAPI, KubeError
 from llm_operator._scaling import SCALING_ACTIVE, SCALING_LIMITED, PendingGPUs, explain
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
-from llm_operator.builders import build_children, build_revision_service, revision_hash, route_problem, route_weights
+from llm_operator.builders import (
+    build_children,
+    build_revision_service,
+    revision_hash,
+    revision_service_name,
+    route_problem,
+    route_weights,
+)
 from llm_operator.rollout import RevisionState, canary, plan, requests
 from llm_operator.rollout import analysis as rollout_analysis
 from llm_operator.rollout.replicas import NodeGPUs, free_slots
@@ -303,8 +310,8 @@ def reconcile(
     room, room_reason = nodes.room(llmd, namespace) if nodes is not None else (0, "no node facts yet")
     # Free slots our own old pods gave back are how a swap proceeds; only room beyond the slots `replicas`
     # needs is a surge. So the planners get the room left once every one of our replicas has its slot.
-    held = sum(max(st.replicas + st.terminating, st.spec_replicas) for st in
-               (_state(d, terminating) for d in deployments))
+    states = {d["metadata"]["name"]: _state(d, terminating) for d in deployments}
+    held = sum(max(st.replicas + st.terminating, st.spec_replicas) for st in states.values())
     given_back = max(llmd.spec.replicas - held, 0)
     if room and given_back:
         room_reason += f"; {given_back} of them are the slots this model's own replicas gave back"
@@ -315,7 +322,7 @@ def reconcile(
     rollout_spec = llmd.spec.rollout
     decision: canary.Decision | None = None
     if rollout_spec is not None and rollout_spec.canary is not None:
-        decision = _plan_canary(llmd, meta, namespace, revision, current, old, terminating, old_status,
+        decision = _plan_canary(llmd, meta, namespace, revision, states, old_status,
                                 room=room, room_reason=room_reason, surging=surging)
         current_replicas, scale, delete = decision.current_replicas, decision.replicas, decision.delete
         rollout_status = decision.status
@@ -328,8 +335,8 @@ def reconcile(
                                        revision=decision.canary_revision or decision.stable),
             ]
     else:
-        rolling = plan(desired=llmd.spec.replicas, current=_state(current, terminating) if current else None,
-                       old=[_state(d, terminating) for d in old], room=room)
+        rolling = plan(desired=llmd.spec.replicas, current=states[current["metadata"]["name"]] if current else None,
+                       old=[states[d["metadata"]["name"]] for d in old], room=room)
         current_replicas, scale, delete = rolling.current_replicas, rolling.scale, rolling.delete
         # Old revisions exist for the whole rollout, even in passes that only wait for a pod to go.
         # A rollout ends when the new revision is all ready, not when the last old pod is gone; a scale-up
@@ -405,9 +412,7 @@ def _plan_canary(
     meta: Mapping[str, Any],
     namespace: str,
     revision: str,
-    current: Mapping[str, Any] | None,
-    old: Sequence[Mapping[str, Any]],
-    terminating: Mapping[str, int] | None,
+    deployments: Mapping[str, RevisionState],  # Deployment name -> its facts
     old_status: Mapping[str, Any],
     *,
     room: int,
@@ -417,7 +422,7 @@ def _plan_canary(
     """The canary step machine, with a measurement from Prometheus when one is due (the only I/O here)."""
     assert llmd.spec.rollout is not None and llmd.spec.rollout.canary is not None
     spec = llmd.spec.rollout.canary
-    states = {_revision_of(d): _state(d, terminating) for d in [*old, *([current] if current else [])]}
+    states = {st.revision: st for st in deployments.values()}
     if revision not in states:  # the canary's Deployment is created by this pass
         states[revision] = RevisionState(name=builders.deployment_name(llmd, revision=revision), revision=revision,
                                          spec_replicas=0, replicas=0, ready_replicas=0, created="~")
@@ -433,11 +438,11 @@ def _plan_canary(
     if decision.measure and analysis is not None and decision.stable is not None:
         same = previous.get("canaryRevision") == revision and previous.get("stableRevision") == decision.stable
         last = previous.get("analysis") if same else None
-        if rollout_analysis.due(last, interval_seconds=rollout_analysis.parse_duration(analysis.interval), now=now):
-            inputs.measurement = rollout_analysis.measure(analysis, namespace=namespace, canary_revision=revision,
-                                                    stable_revision=decision.stable)
-            decision = canary.plan(inputs)
         interval = rollout_analysis.parse_duration(analysis.interval)
+        if rollout_analysis.due(last, interval_seconds=interval, now=now):
+            inputs.measurement = rollout_analysis.measure(analysis, namespace=namespace, canary_revision=revision,
+                                                          stable_revision=decision.stable)
+            decision = canary.plan(inputs)
         decision.requeue_after = min(decision.requeue_after or interval, interval)
     return decision
 
@@ -456,7 +461,7 @@ def _route(kube: KubeAPI, llmd: LLMDeployment, namespace: str, routing: Any, dec
            ) -> Problem | None:
     """Set the user's HTTPRoute weights to the step's: only the weights, with our field manager."""
     name = routing.gateway_api.http_route
-    stable_svc, canary_svc = f"{llmd.name}-stable", f"{llmd.name}-canary"
+    stable_svc, canary_svc = revision_service_name(llmd, "stable"), revision_service_name(llmd, "canary")
     try:
         route = kube.get(api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute", namespace=namespace,
                          name=name)

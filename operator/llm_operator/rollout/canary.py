@@ -103,7 +103,7 @@ def plan(inp: Inputs) -> Decision:
         # Nothing to compare with (the first revision), or the spec went back to stable: serve it at full size
         # and retire anything else, skipping the steps (Argo's "rollback to stable").
         rev = inp.revision
-        _move(d, inp, {names[rev]: inp.total}, cut_first=[])
+        _move(d, inp, {names[rev]: inp.total})
         d.stable = rev
         status.update(phase="Healthy", stableRevision=rev, message=f"revision {rev} is stable",
                       stableReplicas=inp.total, canaryReplicas=0)
@@ -175,7 +175,7 @@ def plan(inp: Inputs) -> Decision:
     if aborted:
         # The weight drops to 0 at once; the canary's pods go as stable pods replace them (into free GPUs first),
         # so users keep at least total - 1 replicas serving. Its Deployment stays, at 0, for a retry.
-        _move(d, inp, {stable_state.name: inp.total, canary_name: 0}, cut_first=[])
+        _move(d, inp, {stable_state.name: inp.total, canary_name: 0})
         d.weight, d.stable, d.canary_revision = 0, stable, inp.revision
         reason = ANALYSIS_FAILED if (abort_message or "").startswith("canary analysis failed") else ABORTED
         d.degraded = (reason, abort_message or "aborted")
@@ -196,8 +196,6 @@ def plan(inp: Inputs) -> Decision:
         and bool(analysis.get("checks")) and all(c.get("phase") == "Successful" for c in analysis["checks"]))
     # Walk through every step that is complete now, so a restart or a slow pass never loses one.
     while True:
-        weight = weight_at(steps, index)
-        canary_n, stable_n = rmath.split(inp.total, weight, routed=routed, room=inp.room > 0)
         if inp.user_paused:
             paused_reason = "UserPause"
             break
@@ -207,13 +205,12 @@ def plan(inp: Inputs) -> Decision:
         if needs_analysis and analysis is not None and analysis.get("phase") == "Inconclusive":
             paused_reason = "AnalysisInconclusive"
             break
-        placed = (canary_state.ready_replicas >= canary_n
-                  and stable_state.replicas + stable_state.terminating <= stable_n)
         if index >= len(steps):
             break
         current = steps[index]
         if current.set_weight is not None:
-            if not placed:
+            canary_n, stable_n = rmath.split(inp.total, current.set_weight, routed=routed, room=inp.room > 0)
+            if canary_state.ready_replicas < canary_n or stable_state.replicas + stable_state.terminating > stable_n:
                 break
         else:
             pause = current.pause
@@ -235,7 +232,7 @@ def plan(inp: Inputs) -> Decision:
     done = index >= len(steps)
     weight = weight_at(steps, index)
     canary_n, stable_n = rmath.split(inp.total, weight, routed=routed, room=inp.room > 0)
-    _move(d, inp, {stable_state.name: stable_n, canary_name: canary_n}, cut_first=[])
+    _move(d, inp, {stable_state.name: stable_n, canary_name: canary_n})
     canary_ready = canary_state.ready_replicas
     # The route's weight only rises once the canary's pods for it are ready (Argo's rule); until then the
     # last weight whose pods were in place holds.
@@ -251,7 +248,7 @@ def plan(inp: Inputs) -> Decision:
         # ConfigMap are pruned with it).
         d.events.append(("Normal", "CanaryPromoted" if not promote_full else "CanaryPromotedFull",
                          f"revision {inp.revision} promoted to stable (was {stable})"))
-        _move(d, inp, {canary_name: inp.total}, cut_first=[])
+        _move(d, inp, {canary_name: inp.total})
         d.weight, d.stable, d.canary_revision = None, inp.revision, None
         status = {"strategy": "Canary", "lastRequest": status.get("lastRequest"), "phase": "Progressing",
                   "stableRevision": inp.revision, "message": f"revision {inp.revision} promoted; retiring {stable}",
@@ -288,9 +285,8 @@ def _failing(analysis: Mapping[str, Any]) -> str:
     return "; ".join(str(b) for b in bad) or str(analysis.get("phase", ""))
 
 
-def _move(d: Decision, inp: Inputs, targets: Mapping[str, int], *, cut_first: Sequence[str]) -> None:
-    moved = rmath.step(total=inp.total, targets=targets, states=list(inp.deployments.values()), room=inp.room,
-                       cut_first=cut_first)
+def _move(d: Decision, inp: Inputs, targets: Mapping[str, int]) -> None:
+    moved = rmath.step(total=inp.total, targets=targets, states=list(inp.deployments.values()), room=inp.room)
     own = inp.deployments[inp.revision].name
     d.current_replicas = moved.replicas.pop(own, inp.deployments[inp.revision].spec_replicas)
     d.replicas, d.delete = moved.replicas, [n for n in moved.delete if n != own]

@@ -83,7 +83,6 @@ def free_slots(
 class Step:
     replicas: dict[str, int] = field(default_factory=dict)  # Deployment name -> spec.replicas
     delete: list[str] = field(default_factory=list)
-    surged: bool = False  # growth went beyond the slots old pods gave back
 
 
 def _occupied(r: RevisionState) -> int:
@@ -98,12 +97,11 @@ def step(
     targets: Mapping[str, int],
     states: Sequence[RevisionState],
     room: int,
-    cut_first: Sequence[str] = (),
 ) -> Step:
     """One move from the observed replicas toward `targets` (Deployment name -> replicas; absent = 0).
 
-    Revisions above target shrink, unready pods first, while what stays ready covers `total - 1`; those in
-    `cut_first` (an aborted canary) go at once. Revisions below target grow into slots the others gave back
+    Revisions above target shrink, unready pods first, while what stays ready covers `total - 1`. Revisions
+    below target grow into slots the others gave back
     plus `room` free slots in the pool. When every growing revision got its whole target this pass (the pool
     had room), shrinking waits until what stays ready covers `total`: a surge keeps full capacity.
     A revision at 0 replicas with no pods left is deleted.
@@ -127,7 +125,6 @@ def step(
         new = min(want, max(r.spec_replicas, within_total, mine + budget))
         budget -= max(new - mine, 0)
         budget = max(budget, 0)
-        result.surged = result.surged or new > max(r.spec_replicas, within_total)
         spec[r.name] = new
         grew_fully = grew_fully and new >= want
 
@@ -140,9 +137,6 @@ def step(
     def staying_ready() -> int:
         return sum(kept_ready(n) for n in spec)
 
-    for name in cut_first:
-        if name in spec:
-            spec[name] = min(spec[name], targets.get(name, 0))
     shrinking = sorted((r for r in states if spec[r.name] > targets.get(r.name, 0)),
                        key=lambda r: (r.name in targets, r.created, r.name))  # revisions going away first
     for r in shrinking:
@@ -154,8 +148,7 @@ def step(
                 spec[r.name] += 1
                 break
     for r in states:
-        if spec[r.name] == 0 and targets.get(r.name, 0) == 0 and r.replicas + r.terminating == 0 \
-                and r.name not in targets:
+        if spec[r.name] == 0 and r.name not in targets and r.replicas + r.terminating == 0:
             result.delete.append(r.name)
         elif spec[r.name] != r.spec_replicas or r.name in targets:
             result.replicas[r.name] = spec[r.name]
