@@ -23,6 +23,7 @@ from llm_operator import _kinds as registry
 from llm_operator._conditions import Condition
 from llm_operator._diff import contains
 from llm_operator._k8s import KubeAPI, KubeError
+from llm_operator._pod_health import pod_problems
 from llm_operator._scaling import SCALING_ACTIVE, SCALING_LIMITED, PendingGPUs, explain
 from llm_operator.api import API_VERSION, GPU_PRODUCT_LABEL, KIND, LLMDeployment
 from llm_operator.builders import (
@@ -238,18 +239,19 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
-def _unschedulable(kube: KubeAPI, namespace: str, deploy: Mapping[str, Any]) -> list[str]:
-    """The scheduler's message for each Pending pod of this Deployment that it could not place."""
+def _pod_trouble(kube: KubeAPI, namespace: str, deploy: Mapping[str, Any]) -> tuple[list[str], list[Problem]]:
+    """Why pods of this Deployment are not ready: the scheduler's message for each Pending pod it could not
+    place, and the failing states the kubelet reports (image pulls, crashes, a model that does not load)."""
     labels = deploy["spec"]["selector"].get("matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     messages = []
-    for pod in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
+    pods = [p for p in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector)
+            if not p["metadata"].get("deletionTimestamp")]
+    for pod in pods:
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 messages.append(str(cond.get("message") or "unschedulable"))
-    return messages
+    return messages, [Problem(p.reason, p.message) for p in pod_problems(pods)]
 
 
 def _gpus_per_pod(llmd: LLMDeployment) -> int:
@@ -395,7 +397,8 @@ def reconcile(
         # rollout step, not an unschedulable spec.
         draining = any(_state(d, terminating).terminating for d in [current, *old])
         if int(status.get("readyReplicas", 0)) < current_replicas and not draining:
-            messages = _unschedulable(kube, namespace, current) if current_replicas else []
+            messages, failing = _pod_trouble(kube, namespace, current) if current_replicas else ([], [])
+            problems.extend(failing)
             if messages:
                 problems.append(Problem("Unschedulable", f"pods cannot be scheduled: {messages[0]}"))
                 short = [m for m in messages if f"Insufficient {builders.GPU_RESOURCE}" in m or "nvidia.com/mig-" in m]

@@ -59,6 +59,8 @@ MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+# The id OpenAI clients send: Hugging Face style `org/name`, with the tag characters vendors use (`:`, `@`).
+SERVED_MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._:@+/-]*[A-Za-z0-9])?$"
 CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
@@ -239,7 +241,14 @@ class ModelSpec(_Model):
     """Which model to serve and where its weights come from. Set exactly one source: `uri` or `pvc`."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=MODEL_NAME_PATTERN)]
-    """Served model name: the Triton model name clients put in `/v2/models/<name>/...` requests."""
+    """The Triton model name: the model repository folder, and `<name>` in Triton's own
+    `/v2/models/<name>/...` requests. No slashes (it is a folder name)."""
+    served_model_name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=SERVED_MODEL_NAME_PATTERN)] | None
+    ) = None
+    """The model id OpenAI clients send (`model` in `/v1/chat/completions` and `/v1/completions`, listed by
+    `/v1/models`), e.g. `meta-llama/Llama-3.1-8B-Instruct`. Slashes are allowed. Defaults to `name`; the
+    model pod's OpenAI front maps this id to the Triton model `name`."""
     uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     """Where the weights come from: `hf://<org>/<repo>`, `s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`,
     `oci://<registry>/<repository>:<tag>`, or `pvc://<claim>/<path>` (shorthand for `pvc`). hf://, s3:// and
@@ -292,6 +301,11 @@ class ModelSpec(_Model):
             field_path=".secretRef",
         ),
     )
+
+    @property
+    def openai_id(self) -> str:
+        """The model id of the OpenAI API."""
+        return self.served_model_name or self.name
 
     def pvc_source(self) -> PVCSource | None:
         """The PVC holding the weights, from `pvc` or a `pvc://claim/path` URI; None for remote sources."""
@@ -982,6 +996,11 @@ class Endpoints(_Model):
     """Triton gRPC address, e.g. `<name>.<namespace>.svc:8001`."""
     metrics: Annotated[str, StringConstraints(max_length=512)] | None = None
     """Prometheus metrics URL, e.g. `http://<name>.<namespace>.svc:8002/metrics`."""
+    openai: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """OpenAI-compatible API base URL for clients (`base_url` of the `openai` client), e.g.
+    `http://<name>.<namespace>.svc:9000/v1`."""
+    model: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """The model id OpenAI clients send: `spec.model.servedModelName`, or `spec.model.name`."""
 
 
 class ScalingMetricStatus(_Model):

@@ -118,7 +118,7 @@ def test_a_built_deployment_survives_canonicalisation_but_not_a_hand_edit() -> N
     desired = builders.build_deployment(llmd, namespace="ns", revision="r1", owner_uid=None)
     live = copy.deepcopy(desired)
     pod = live["spec"]["template"]["spec"]
-    (triton,) = pod["containers"]
+    triton, _front = pod["containers"]
     triton["resources"]["limits"] |= {"cpu": "8", "memory": "64Gi", builders.GPU_RESOURCE: "2"}
     triton["resources"]["requests"] |= {"cpu": "8", "memory": "64Gi"}
     (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]

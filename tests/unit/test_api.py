@@ -195,7 +195,7 @@ def test_quantities_accepted(quantity: str | int, cores: float) -> None:
     assert re.fullmatch(schema["pattern"], str(quantity))
     assert api.quantity_value(llmd.spec.resources.cpu or 0) == pytest.approx(cores)
     deployment = builders.build_deployment(llmd, namespace="ns", revision="r", owner_uid=None)
-    (triton,) = deployment["spec"]["template"]["spec"]["containers"]
+    triton, _front = deployment["spec"]["template"]["spec"]["containers"]
     # The container API takes quantities as strings; an integer from the spec is sent as its string form.
     assert triton["resources"]["limits"]["cpu"] == triton["resources"]["requests"]["cpu"] == str(quantity)
 
@@ -239,7 +239,7 @@ def test_runtime_args_may_carry_other_flags() -> None:
     obj["spec"]["runtime"]["args"] = extra
     llmd = api.parse(obj)
     deployment = builders.build_deployment(llmd, namespace="ns", revision="r", owner_uid=None)
-    (triton,) = deployment["spec"]["template"]["spec"]["containers"]
+    triton, _front = deployment["spec"]["template"]["spec"]["containers"]
     assert triton["args"][-len(extra):] == extra
     assert triton["args"][0] == "tritonserver"
     operator_flags = triton["args"][1 : -len(extra)]

@@ -45,7 +45,7 @@ def pod_spec(llmd: api.LLMDeployment) -> dict[str, Any]:
 
 
 def triton(llmd: api.LLMDeployment) -> dict[str, Any]:
-    (container,) = pod_spec(llmd)["containers"]
+    container, _front = pod_spec(llmd)["containers"]
     assert container["name"] == "triton"
     return container
 
@@ -525,6 +525,8 @@ def test_status_helpers() -> None:
         "http": "http://llama.models.svc:8000",
         "grpc": "llama.models.svc:8001",
         "metrics": "http://llama.models.svc:8002/metrics",
+        "openai": "http://llama.models.svc:9000/v1",
+        "model": "llama-3.1-8b",
     }
 
 
@@ -593,12 +595,12 @@ def test_any_valid_spec_renders_consistent_children(spec: dict[str, Any], name: 
 # the release notes that upgrading rolls every model. When the change was not meant to alter the
 # pods, the builder change is the bug, not these values.
 GOLDEN_REVISIONS = {
-    "llama-3.1-70b-tp8.yaml": "r1b85be2d0",
-    "llama-3.1-8b-1gpu.yaml": "r4aac4730f",
-    "mistral-7b-spot.yaml": "r4f9e47ccf",
-    "qwen-7b-mig.yaml": "r8b1c07a57",
-    "smollm-cpu.yaml": "r1709147ab",
-    "qwen-7b-autoscaled.yaml": "r63a1ecbd9",
+    "llama-3.1-70b-tp8.yaml": "r91848cb6c",
+    "llama-3.1-8b-1gpu.yaml": "rf690c2f99",
+    "mistral-7b-spot.yaml": "r49e3bf8ef",
+    "qwen-7b-mig.yaml": "r3ef49c117",
+    "smollm-cpu.yaml": "refe5375be",
+    "qwen-7b-autoscaled.yaml": "rf103c782f",
 }
 MINIMAL = {
     "apiVersion": api.API_VERSION,
@@ -606,7 +608,7 @@ MINIMAL = {
     "metadata": {"name": "minimal"},
     "spec": {"model": {"name": "m", "uri": "hf://org/m"}},
 }
-GOLDEN_MINIMAL_REVISION = "r99dd32e5a"
+GOLDEN_MINIMAL_REVISION = "r7bab621dc"
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -625,3 +627,57 @@ def test_revisions_of_the_examples_are_pinned() -> None:
 
 def test_revision_of_a_minimal_spec_is_pinned() -> None:
     assert builders.revision_hash(api.parse(copy.deepcopy(MINIMAL))) == GOLDEN_MINIMAL_REVISION
+
+
+# ------------------------------------------------------------------------------------------ OpenAI API
+
+
+def front(llmd: api.LLMDeployment) -> dict[str, Any]:
+    _triton, container = pod_spec(llmd)["containers"]
+    assert container["name"] == "openai"
+    return container
+
+
+@pytest.mark.parametrize("backend", ["python", "vllm", "tensorrtllm"])
+def test_every_model_pod_serves_the_openai_api_on_a_named_port(backend: str) -> None:
+    patch: dict[str, Any] = {"runtime": {"backend": backend}}
+    if backend == "tensorrtllm":
+        patch["model"] = {"uri": "s3://engines/llama"}
+    llmd = make(patch)
+    c = front(llmd)
+    assert c["ports"] == [{"name": "openai", "containerPort": builders.OPENAI_PORT, "protocol": "TCP"}]
+    args = c["args"]
+    assert args[:3] == ["python", "-m", "llm_runtime.openai_server"]
+    assert f"--backend={backend}" in args and "--triton-model=llama-3.1-8b" in args
+    assert f"--grpc-url=127.0.0.1:{builders.GRPC_PORT}" in args and "--host=0.0.0.0" in args
+    assert f"--exit-timeout={llmd.spec.runtime.exit_timeout_seconds}" in args
+    # The front reads the tokenizer from the model volume the Triton container mounts.
+    model_mount = next(m for m in triton(llmd)["volumeMounts"] if m["name"] == "model")
+    assert model_mount in c["volumeMounts"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "openai"}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # The front runs from the runtime image: the same image as Triton for python, the project's otherwise.
+    runtime_image = builders.DEFAULT_IMAGES["python"]
+    assert c["image"] == (builders.image_for(llmd) if backend == "python" else runtime_image)
+    ports = {p["name"]: p for p in children(llmd)["Service"]["spec"]["ports"]}
+    assert ports["openai"] == {
+        "name": "openai", "port": 9000, "targetPort": "openai", "protocol": "TCP", "appProtocol": "http",
+    }
+
+
+def test_served_model_name_is_the_openai_id_and_the_triton_name_stays_a_folder_name() -> None:
+    llmd = make({"model": {"servedModelName": "meta-llama/Llama-3.1-8B-Instruct"}})
+    args = front(llmd)["args"]
+    assert "--model-name=meta-llama/Llama-3.1-8B-Instruct" in args and "--triton-model=llama-3.1-8b" in args
+    assert builders.endpoints(llmd, namespace="m")["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    files = builders.repository_files(llmd)
+    assert all(p.startswith("llama-3.1-8b/") for p in files)
+    # Left out, the id is the Triton name.
+    assert "--model-name=llama-3.1-8b" in front(make())["args"]
+
+
+@pytest.mark.parametrize("bad", ["/leading", "trailing/", "with space", "tab\tname", "a" * 257, "ümlaut/x"])
+def test_served_model_name_rejects_what_no_client_sends(bad: str) -> None:
+    with pytest.raises(Exception, match="servedModelName|served_model_name"):
+        make({"model": {"servedModelName": bad}})

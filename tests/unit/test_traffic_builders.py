@@ -222,7 +222,7 @@ def test_missing_route_names_the_field_and_the_fix() -> None:
     msg = problem(None)
     assert msg is not None
     assert msg.startswith("spec.rollout.canary.trafficRouting.gatewayAPI.httpRoute: HTTPRoute 'llm' does not exist")
-    assert f"{{name: {STABLE}, port: 8000, weight: 100}}" in msg and f"{{name: {CANARY}, port: 8000, weight: 0}}" in msg
+    assert f"{{name: {STABLE}, port: 9000, weight: 100}}" in msg and f"{{name: {CANARY}, port: 9000, weight: 0}}" in msg
 
 
 def test_route_without_our_backend_refs() -> None:

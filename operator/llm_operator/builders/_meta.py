@@ -21,6 +21,8 @@ REVISION_LENGTH = 10
 HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+# The OpenAI-compatible API (`openai` container of every model pod): the way clients talk to a model.
+OPENAI_PORT = 9000
 
 REPOSITORY_DIR = "/models"
 MODEL_DIR = "/mnt/model"
@@ -53,6 +55,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 # ------------------------------------------------------------------------------------ labels / names
+
+
+def front_image(llmd: api.LLMDeployment) -> str:
+    """The image of the `openai` container. The python backend's image is the runtime image, which holds the
+    front: one image, pulled once. The vllm and tensorrtllm Triton images lack it, so their pods run the
+    front from the project's runtime image."""
+    if llmd.spec.runtime.backend == "python":
+        return image_for(llmd)
+    return DEFAULT_IMAGES["python"]
 
 
 def deployment_name(llmd: api.LLMDeployment, *, revision: str) -> str:
@@ -159,4 +170,6 @@ def endpoints(llmd: api.LLMDeployment, *, namespace: str) -> dict[str, str]:
         "http": f"http://{host}:{HTTP_PORT}",
         "grpc": f"{host}:{GRPC_PORT}",
         "metrics": f"http://{host}:{METRICS_PORT}/metrics",
+        "openai": f"http://{host}:{OPENAI_PORT}/v1",
+        "model": llmd.spec.model.openai_id,
     }

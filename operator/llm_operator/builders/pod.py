@@ -17,6 +17,7 @@ from ._meta import (
     HTTP_PORT,
     METRICS_PORT,
     MODEL_DIR,
+    OPENAI_PORT,
     PRESTOP_SLEEP_SECONDS,
     REPOSITORY_DIR,
     REVISION_LABEL,
@@ -25,6 +26,7 @@ from ._meta import (
     STARTUP_PERIOD_SECONDS,
     common_labels,
     deployment_name,
+    front_image,
     image_for,
     selector_labels,
 )
@@ -133,6 +135,7 @@ def _model_volume(
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _restricted_container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
     }
     if model.secret_ref is not None:
@@ -222,6 +225,47 @@ def _triton_env(spec: api.LLMDeploymentSpec) -> list[dict[str, str]]:
     return env
 
 
+def _openai_container(llmd: api.LLMDeployment, model_mount: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI-compatible front (`llm_runtime.openai_server`) beside Triton: a second container, so its
+    readiness, logs and resources are its own and the Triton container's command stays the backend's. It
+    renders chat templates with the model's tokenizer and calls Triton over gRPC on localhost with the
+    backend's tensor names; the pod is Ready only once both are."""
+    spec = llmd.spec
+    return {
+        "name": "openai",
+        "image": front_image(llmd),
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "args": [
+            "python",
+            "-m",
+            "llm_runtime.openai_server",
+            f"--model-dir={MODEL_DIR}",
+            f"--model-name={spec.model.openai_id}",
+            f"--triton-model={spec.model.name}",
+            f"--backend={spec.runtime.backend}",
+            f"--grpc-url=127.0.0.1:{GRPC_PORT}",
+            "--host=0.0.0.0",
+            f"--port={OPENAI_PORT}",
+            f"--exit-timeout={spec.runtime.exit_timeout_seconds}",
+        ],
+        "ports": [{"name": "openai", "containerPort": OPENAI_PORT, "protocol": "TCP"}],
+        # A tokenizer and an HTTP server: small next to the model, and never the reason a GPU node is full.
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        # 200 only once Triton reports the model ready: no client reaches a pod that cannot answer.
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "openai"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        # Keeps answering while the Service drops the pod, as Triton does; then drains within exit timeout.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": _restricted_container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [dict(model_mount), {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def termination_grace_seconds(spec: api.LLMDeploymentSpec) -> int:
     return PRESTOP_SLEEP_SECONDS + spec.runtime.exit_timeout_seconds + GRACE_MARGIN_SECONDS
 
@@ -265,6 +309,9 @@ def build_pod_template(llmd: api.LLMDeployment, *, revision: str) -> dict[str, A
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": _restricted_container_security(),
+        # A model that fails to load exits before any probe passes: the log tail becomes the termination
+        # message, which the operator quotes in its Degraded condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "model-repository", "mountPath": REPOSITORY_DIR, "readOnly": True},
             model_mount,
@@ -295,7 +342,7 @@ def build_pod_template(llmd: api.LLMDeployment, *, revision: str) -> dict[str, A
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": _pod_security(),
-        "containers": [container],
+        "containers": [container, _openai_container(llmd, model_mount)],
         "volumes": volumes,
     }
     if fetch is not None:
@@ -321,6 +368,8 @@ def build_pod_template(llmd: api.LLMDeployment, *, revision: str) -> dict[str, A
         pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
     labels = {**common_labels(llmd, component=COMPONENT_SERVER), REVISION_LABEL: revision}
     annotations = {**spec.pod_annotations, f"{api.GROUP}/model-name": spec.model.name}
+    if spec.model.served_model_name:
+        annotations[f"{api.GROUP}/served-model-name"] = spec.model.served_model_name
     restarted_at = (llmd.metadata.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
     if restarted_at:
         annotations[RESTARTED_AT_ANNOTATION] = str(restarted_at)

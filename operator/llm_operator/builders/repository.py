@@ -86,6 +86,8 @@ def _trtllm_files(spec: api.LLMDeploymentSpec) -> dict[str, str]:
         ("end_id", "TYPE_INT32", "[ 1 ]", True, False),
         ("pad_id", "TYPE_INT32", "[ 1 ]", True, False),
         ("streaming", "TYPE_BOOL", "[ 1 ]", True, False),
+        # Only the generated tokens come back, streaming or not: the OpenAI front detokenizes them as is.
+        ("exclude_input_in_output", "TYPE_BOOL", "[ 1 ]", True, False),
         ("temperature", "TYPE_FP32", "[ 1 ]", True, False),
         ("runtime_top_k", "TYPE_INT32", "[ 1 ]", True, False),
         ("runtime_top_p", "TYPE_FP32", "[ 1 ]", True, False),

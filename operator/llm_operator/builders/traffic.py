@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from .. import api
-from ._meta import COMPONENT_SERVER, HTTP_PORT, REVISION_LABEL, _metadata, selector_labels
+from ._meta import COMPONENT_SERVER, OPENAI_PORT, REVISION_LABEL, _metadata, selector_labels
 from .workload import build_service
 
 Role = Literal["stable", "canary"]
@@ -148,7 +148,7 @@ def route_problem(
     but not the other (the operator does not add backendRefs, module doc).
     """
     both = (
-        f"backendRefs: [{_ref_hint(stable_service, HTTP_PORT, 100)}, {_ref_hint(canary_service, HTTP_PORT, 0)}]"
+        f"backendRefs: [{_ref_hint(stable_service, OPENAI_PORT, 100)}, {_ref_hint(canary_service, OPENAI_PORT, 0)}]"
     )
     if route is None:
         return (
@@ -166,7 +166,7 @@ def route_problem(
         any_ref = True
         for have, lack in ((stable_service, canary_service), (canary_service, stable_service)):
             if named[have] and not named[lack]:
-                port = named[have][0].get("port", HTTP_PORT)
+                port = named[have][0].get("port", OPENAI_PORT)
                 half.append(
                     f"HTTPRoute {route_name!r} spec.rules[{index}].backendRefs names Service {have} but not "
                     f"{lack}: add {_ref_hint(lack, port, 0)} next to it (the operator sets weights, it never adds "
