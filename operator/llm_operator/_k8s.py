@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter as PromCounter
@@ -152,7 +153,10 @@ class Kube:
             data = resp.read()
         except ApiException as exc:
             raise self._error(method, path, int(exc.status or 0), exc.body or b"") from exc
-        except OSError as exc:  # urllib3 errors derive from OSError-compatible exceptions or are wrapped
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            # Transport failures (apiserver down, connection refused or reset). urllib3 raises them as
+            # MaxRetryError/ProtocolError, which are not OSError: uncaught, every reconcile during an apiserver
+            # outage was logged as "crashed" with a traceback instead of "failed" (bench/chaos.py).
             raise KubeError(f"{method} {path}: {exc}", status=0) from exc
         if not 200 <= resp.status < 300:
             raise self._error(method, path, resp.status, data)

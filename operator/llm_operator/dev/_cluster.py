@@ -37,6 +37,8 @@ STATE_FILE = "cluster.json"
 # Start order; `down` stops them in reverse so nothing reconnects to a dead dependency and logs noise.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 METRICS_COMPONENTS = ("prometheus", "traffic", "prometheus-adapter")
+# What stop_component/start_component can take down and bring back (chaos tests).
+RESTARTABLE = ("etcd", "kube-apiserver")
 
 
 class ClusterError(RuntimeError):
@@ -272,6 +274,48 @@ class LocalCluster:
             if self.kubeconfig.parent != self.state_dir:
                 self.kubeconfig.unlink(missing_ok=True)
 
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one running component: SIGTERM (SIGKILL after 10 s), or with ``kill`` SIGKILL at once, as a crash.
+        Its ports, flags and data stay, so :meth:`start_component` brings it back as it was. For chaos tests: an
+        apiserver or etcd outage."""
+        info = self._running_info(name)
+        self._stop(info.pids[name], grace=0.0 if kill else 10.0)
+        self._log(f"stopped {name} (pid {info.pids[name]}{', SIGKILL' if kill else ''})")
+
+    def start_component(self, name: str, *, timeout: float = 60.0) -> None:
+        """Start a component stopped by :meth:`stop_component` again, with the same flags and data dir, and
+        return once it answers its health check."""
+        info = self._running_info(name, alive=False)
+        if _alive(info.pids[name]):
+            raise ClusterError(f"{name} is running (pid {info.pids[name]}); stop it first")
+        pki, ports = self.state_dir / "pki", info.ports
+        argv, check = {
+            "etcd": (self._etcd_args(ports), lambda: self._http_ok(f"http://127.0.0.1:{ports['etcd']}/health")),
+            "kube-apiserver": (self._apiserver_args(ports, pki), lambda: self._api_ok("/readyz")),
+        }[name]
+        self._start(info, name, [str(Path(info.bin_dir) / name), *argv])
+        self._wait(info, name, check, timeout)
+
+    def restart_component(self, name: str, *, down_seconds: float = 0.0, kill: bool = False,
+                          timeout: float = 60.0) -> float:
+        """Stop ``name`` (``etcd`` or ``kube-apiserver``), keep it down ``down_seconds``, start it again; return
+        the seconds from the stop until it was healthy again."""
+        began = time.monotonic()
+        self.stop_component(name, kill=kill)
+        time.sleep(down_seconds)
+        self.start_component(name, timeout=timeout)
+        return time.monotonic() - began
+
+    def _running_info(self, name: str, *, alive: bool = True) -> ClusterInfo:
+        if name not in RESTARTABLE:
+            raise ClusterError(f"cannot restart {name}: only {', '.join(RESTARTABLE)}")
+        info = self.info()
+        if info is None or name not in info.pids:
+            raise ClusterError(f"no cluster with {name} in {self.state_dir}")
+        if alive and not _alive(info.pids[name]):
+            raise ClusterError(f"{name} (pid {info.pids[name]}) is not running")
+        return info
+
     # ---------------------------------------------------------------- processes
 
     def _start(self, info: ClusterInfo, name: str, argv: list[str]) -> None:
@@ -293,7 +337,7 @@ class LocalCluster:
     @staticmethod
     def _stop(pid: int, grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and _alive(pid):
             with contextlib.suppress(ChildProcessError):
