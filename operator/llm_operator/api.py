@@ -42,7 +42,8 @@ CAPACITY_TYPE_LABEL = "llmops.dev/capacity-type"
 SPOT_TAINT_KEY = "llmops.dev/spot"
 
 URI_SCHEMES = ("hf", "s3", "gs", "oci", "pvc")
-# Kept identical in CEL (RE2) and Python (re): no look-arounds, no backreferences.
+# Kept identical in CEL (RE2) and Python (re): no look-arounds, no backreferences. Python checks them with
+# re.fullmatch: RE2's `$` never matches before a trailing newline, re.match's does.
 # No backslashes: these are embedded in single-quoted CEL strings, where `\s` would be an invalid escape.
 URI_PATTERN = r"^(hf|s3|gs|oci|pvc)://[^ ]+$"
 PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^ ]*)?$"
@@ -112,9 +113,21 @@ class _Model(BaseModel):
         use_attribute_docstrings=True,
         json_schema_extra=_add_cel,
         validate_default=False,
+        # JSON types as the API server checks them: no "1" for an integer, 1 or "true" for a boolean, "1.5" for a
+        # number (found by tests/e2e/test_schema_fuzz.py: lax coercion let `llmctl render` accept them).
+        strict=True,
     )
 
     __cel_rules__: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        # The API server prunes a null of a non-nullable field (none is nullable) before defaulting: `runtime:
+        # null` or `backend: null` means "absent", so the default applies (found by test_schema_fuzz.py).
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
     @model_validator(mode="after")
     def _check_cel_mirror(self) -> Any:
@@ -140,7 +153,7 @@ class _Model(BaseModel):
 
 
 def _check_quantity(value: str | int) -> str | int:
-    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 8, 32Gi)")
     if isinstance(value, int) and value < 0:
         raise ValueError(f"{value!r} must not be negative")
@@ -175,7 +188,7 @@ def quantity_value(value: str | int) -> float:
     if match is None:
         raise ValueError(f"{value!r} is not a Kubernetes quantity")
     number, suffix = match.group(1), match.group(2) or ""
-    if suffix[:1] in ("e", "E"):
+    if suffix[:1] in ("e", "E") and suffix not in _QUANTITY_SUFFIX:  # `E`/`Ei` are exa, `E3` an exponent
         return float(number + suffix)
     return float(number) * _QUANTITY_SUFFIX[suffix]
 
@@ -275,7 +288,7 @@ class ModelSpec(_Model):
         CelRule(
             rule=f"!has(self.uri) || self.uri.matches('{URI_PATTERN}')",
             message="spec.model.uri must start with hf://, s3://, gs://, oci:// or pvc:// and contain no spaces",
-            check=lambda s: s.uri is None or re.match(URI_PATTERN, s.uri) is not None,
+            check=lambda s: s.uri is None or re.fullmatch(URI_PATTERN, s.uri) is not None,
             field_path=".uri",
         ),
         CelRule(
@@ -283,7 +296,7 @@ class ModelSpec(_Model):
             message="spec.model.uri: a pvc:// URI must be pvc://<claim-name>/<path> with a lowercase "
             "DNS-1123 claim name",
             check=lambda s: (
-                s.uri is None or not s.uri.startswith("pvc://") or re.match(PVC_URI_PATTERN, s.uri) is not None
+                s.uri is None or not s.uri.startswith("pvc://") or re.fullmatch(PVC_URI_PATTERN, s.uri) is not None
             ),
             field_path=".uri",
         ),
@@ -400,7 +413,7 @@ class RuntimeSpec(_Model):
         CelRule(
             rule=f"!has(self.parameters) || self.parameters.all(k, k.matches('{PARAMETER_KEY_PATTERN}'))",
             message="spec.runtime.parameters keys may only contain letters, digits, '_', '.' and '-'",
-            check=lambda s: all(re.match(PARAMETER_KEY_PATTERN, k) for k in s.parameters),
+            check=lambda s: all(re.fullmatch(PARAMETER_KEY_PATTERN, k) for k in s.parameters),
             field_path=".parameters",
         ),
         CelRule(
@@ -805,7 +818,7 @@ class CanaryAnalysis(_Model):
         CelRule(
             rule="!self.interval.matches('^[0-9]+ms$') && !self.interval.matches('^[0-4]s$')",
             message="spec.rollout.canary.analysis.interval must be at least 5s",
-            check=lambda s: not re.match(r"^[0-9]+ms$", s.interval) and not re.match(r"^[0-4]s$", s.interval),
+            check=lambda s: not re.fullmatch(r"^[0-9]+ms$", s.interval) and not re.fullmatch(r"^[0-4]s$", s.interval),
             field_path=".interval",
         ),
     )
@@ -1184,7 +1197,7 @@ class LLMDeployment(_Model):
                 or (
                     isinstance(s.metadata["name"], str)
                     and len(s.metadata["name"]) <= 52
-                    and re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", s.metadata["name"]) is not None
+                    and re.fullmatch(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", s.metadata["name"]) is not None
                 )
             ),
             # No fieldPath: metadata has no declared properties, so the API server would reject the path.
