@@ -3,6 +3,7 @@
 every example LLMDeployment (examples/*.yaml and the GitOps example's examples/gitops/models/), created by the
 operator's Deployments through their ReplicaSets, and it rejects a pod that is not `restricted`, so the admission
 this test relies on is really enforced (PodSecurity is a default admission plugin of the source-built apiserver).
+One more LLMDeployment with an oci:// model covers the pod shape no example makes (an `image` volume).
 
 kwok runs the admitted pods as fakes; a pod that cannot be scheduled (the fleet's GPUs are finite) is still
 admitted: admission happens when the ReplicaSet creates the pod, before scheduling.
@@ -112,7 +113,8 @@ def test_every_examples_pods_pass_pod_security_restricted(cluster: Cluster, oper
         assert violation in proc.stderr, proc.stderr
 
     docs, sources = load_examples()
-    assert len(sources) >= len(EXAMPLES), sources  # every example file holds an LLMDeployment (the route none)
+    with_llmd = {str(p.relative_to(ROOT / "examples")) for p in EXAMPLES if "kind: LLMDeployment" in p.read_text()}
+    assert len(with_llmd) >= 7 and with_llmd <= set(sources.values()), (with_llmd, sources)
     apply(cluster, namespace, *docs)
 
     deadline = time.monotonic() + 90
