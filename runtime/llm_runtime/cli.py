@@ -45,6 +45,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--exit-timeout", type=float, default=30.0, help="seconds in-flight requests get to finish on shutdown"
     )
     parser.add_argument("--work-dir", default=None, help="where to write the model repository (default: temp)")
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=4096,
+        help="requests in flight in the OpenAI front beyond which it answers 503 + Retry-After (0 = no limit)",
+    )
     parser.add_argument("--no-openai", action="store_true", help="do not start the OpenAI-compatible front")
 
 

@@ -499,9 +499,19 @@ class Engine:
         if r.done:
             return
         r.done = True
+        if not isinstance(err, OverloadedError):  # a refusal (queue timeout) counts as rejected, in _expire
+            self.count_failed()
+        r.on_event(GenerationEvent("", True, FINISH_ERROR, len(r.prompt_ids), r.generated, error=err))
+
+    def count_failed(self) -> None:
+        """Count a request that ended in an internal error (also one that failed before it reached the engine).
+
+        It counts as finished too: llm_requests_finished_total is every request that ended after admission, and
+        llm_requests_failed_total the part of it that failed (the recording rules rely on failed <= finished).
+        """
         with self._lock:
             self._failed += 1
-        r.on_event(GenerationEvent("", True, FINISH_ERROR, len(r.prompt_ids), r.generated, error=err))
+            self._finished += 1
 
     def _fail_all(self, exc: Exception, reqs: list[Request]) -> None:
         err = RuntimeRequestError(f"generation failed: {exc}")

@@ -37,11 +37,12 @@ METRIC_REQUESTS_REJECTED: Final = "llm_requests_rejected_total"
 """Counter: requests refused because the admission queue was full."""
 
 METRIC_REQUESTS_FINISHED: Final = "llm_requests_finished_total"
-"""Counter: requests that left the batch (finished, stopped or cancelled)."""
+"""Counter: requests that ended after admission (finished, stopped, cancelled or failed)."""
 
 METRIC_REQUESTS_FAILED: Final = "llm_requests_failed_total"
-"""Counter: requests that ended in an internal error (e.g. a failed forward pass); they answer 500. Canary
-analysis reads the error rate from this and ``llm_requests_rejected_total``."""
+"""Counter: requests that ended in an internal error (e.g. a failed forward pass); they answer 500. A part of
+``llm_requests_finished_total``. Canary analysis reads the error rate from this and ``llm_requests_rejected_total``
+(and from the OpenAI front's own counters of the same names with ``source="front"``, see front_metrics.py)."""
 
 ALL_METRICS: Final = (
     METRIC_QUEUE_DEPTH,

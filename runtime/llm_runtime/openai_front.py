@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,13 @@ import numpy as np
 from aiohttp import web
 
 from llm_runtime.errors import OverloadedError
+from llm_runtime.front_metrics import (
+    DEFAULT_MAX_INFLIGHT,
+    FRONT_FAILURE,
+    UPSTREAM_ERROR,
+    FrontGuard,
+    raise_nofile_limit,
+)
 
 log = logging.getLogger("llm_runtime.openai")
 
@@ -58,26 +66,37 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after_s: int | None = None,
+        upstream: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.retry_after_s = retry_after_s
+        # True when the error is one Triton sent: Triton's model counted it (front_metrics.py).
+        self.upstream = upstream
 
     def response(self) -> web.Response:
         err_type = "invalid_request_error" if self.status < 500 else "server_error"
         body = {"error": {"message": self.message, "type": err_type, "param": self.param, "code": self.code}}
         headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
-        return web.json_response(body, status=self.status, headers=headers)
+        resp = web.json_response(body, status=self.status, headers=headers)
+        resp[UPSTREAM_ERROR] = self.upstream
+        return resp
+
+
+# The runtime's validation messages start with the field they are about (sampling.py, engine.py).
+_FIELD_IN_MESSAGE = re.compile(r"^(?:each )?(max_tokens|temperature|top_p|top_k|seed|stop|text_input|the prompt)\b")
 
 
 def _from_triton_error(message: str) -> ApiError:
     if OverloadedError.MARKER in message:
-        return ApiError(503, message, code="server_overloaded", retry_after_s=1)
+        return ApiError(503, message, code="server_overloaded", retry_after_s=1, upstream=True)
     if "unknown model" in message.lower() or "is not found" in message:
-        return ApiError(404, message, code="model_not_found")
+        return ApiError(404, message, code="model_not_found", upstream=True)
     if "generation failed" in message or "internal error" in message:
-        return ApiError(500, message, code="internal_error")
-    return ApiError(400, message)
+        return ApiError(500, message, code="internal_error", upstream=True)
+    m = _FIELD_IN_MESSAGE.match(message)
+    param = None if m is None else {"text_input": "prompt", "the prompt": "prompt"}.get(m[1], m[1])
+    return ApiError(400, message, param=param, upstream=True)
 
 
 @dataclass
@@ -179,6 +198,7 @@ class OpenAIFront:
         self.created = int(time.time())
         self._client: Any = None
         self.inflight = 0
+        self.guard: FrontGuard | None = None  # set by start_front
         self.app = web.Application(client_max_size=4 * 1024 * 1024)
         self.app.router.add_get("/v1/models", self.models)
         self.app.router.add_get("/v1/models/{name}", self.model)
@@ -470,17 +490,31 @@ class OpenAIFront:
             await resp.write(b"data: [DONE]\n\n")
         except ApiError as err:
             # Headers are gone already: report in-band, as OpenAI does.
+            resp[FRONT_FAILURE] = err.status >= 500 and not err.upstream
             await send({"error": {"message": err.message, "type": "server_error", "code": err.code}})
         except (ConnectionResetError, asyncio.CancelledError):
             await it.aclose()  # type: ignore[attr-defined]
             raise
+        except Exception as exc:  # the gRPC stream broke (Triton went away) after the 200 was sent
+            log.warning("llm_runtime: stream %s broken off: %s", rid, exc)
+            resp[FRONT_FAILURE] = True
+            await send({"error": {"message": f"the Triton server stream failed: {exc}", "type": "server_error",
+                                  "code": "internal_error"}})
         await resp.write_eof()
         return resp
 
 
-async def start_front(front: OpenAIFront, *, host: str, port: int) -> web.AppRunner:
+async def start_front(
+    front: OpenAIFront, *, host: str, port: int, max_inflight: int = DEFAULT_MAX_INFLIGHT
+) -> web.AppRunner:
+    """Serve ``front`` on host:port, with its guard (in-flight limit, own error counters, GET /metrics)."""
+    front.guard = FrontGuard(model=front.triton_model, max_inflight=max_inflight)
+    front.guard.install(front.app)
+    nofile = raise_nofile_limit()
+    log.info("OpenAI front: at most %d requests in flight, open-files limit %d", max_inflight, nofile)
     # handler_cancellation: a client that disconnects cancels its handler, which cancels the Triton request.
+    # backlog: a burst of connections beyond the default 128 would wait for SYN retransmits (1 s, 3 s, ...).
     runner = web.AppRunner(front.app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, backlog=4096).start()
     return runner

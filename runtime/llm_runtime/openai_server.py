@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--exit-timeout", type=float, default=30.0, help="seconds running requests get on SIGTERM")
+    p.add_argument("--max-inflight", type=int, default=4096,
+                   help="requests in flight beyond which the front answers 503 + Retry-After (0 = no limit)")
     return p
 
 
@@ -40,7 +42,7 @@ async def _run(args: argparse.Namespace) -> int:
     front = OpenAIFront(
         model_name=args.model_name, tokenizer=tokenizer, grpc_url=args.grpc_url, triton_model=args.triton_model
     )
-    runner = await start_front(front, host=args.host, port=args.port)
+    runner = await start_front(front, host=args.host, port=args.port, max_inflight=args.max_inflight)
     print(f"OpenAI API on http://{args.host}:{args.port}/v1 (model {args.model_name!r}, Triton {args.grpc_url})",
           flush=True)
     await stop.wait()

@@ -247,6 +247,7 @@ class TritonPythonModel:
                 self._outbox.put((sender, _error_response(err), final))
             except Exception as exc:  # never leave a request without its final response
                 log.exception("llm_runtime: unexpected error while admitting a request")
+                self.engine.count_failed()  # answered 500: an error in the canonical vocabulary
                 internal = RuntimeRequestError(f"internal error: {exc}")
                 self._outbox.put((sender, _error_response(internal), final))
         return None

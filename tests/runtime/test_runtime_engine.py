@@ -181,7 +181,7 @@ def test_queue_timeout_refuses_a_waiting_request_without_waiting_for_a_slot(tiny
         assert "waited more than 60.0s in the queue" in str(stale.last.error)
         wait_all([long, fresh])
         assert fresh.last.finish_reason == "length" and fresh.last.completion_tokens == 24
-        assert eng.stats().rejected_total == 1
+        assert eng.stats().rejected_total == 1 and eng.stats().failed_total == 0  # refused, not failed: counted once
     finally:
         eng.stop(timeout_s=10)
 
@@ -244,6 +244,7 @@ def test_a_failed_step_fails_its_requests_and_the_engine_keeps_serving(tiny_mode
         assert first.last.error is not None and "simulated out of memory" in str(first.last.error)
         assert first.last.error.http_status == 500
         assert eng.stats().failed_total == 1  # exported as llm_requests_failed_total (the error-rate input)
+        assert eng.stats().finished_total == 1  # failed is a part of finished (the recording rules rely on it)
         second = submit(eng, "lucky", GREEDY)
         wait_all([second])
         assert second.last.finish_reason == "length" and second.last.completion_tokens == 24

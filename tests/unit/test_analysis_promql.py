@@ -2,7 +2,9 @@
 shipped recording rules, and its HTTP client against a local server that answers like Prometheus, or fails.
 
 The series: namespace `team`, a stable revision on the python backend (2 pods), a canary on vLLM (1 pod,
-slower and with 20 % errors), an idle revision (pods, no requests) and a hung one (requests running, no tokens).
+slower and with 20 % errors), an idle revision (pods, no requests), a hung one (requests running, no tokens), and
+a python canary whose OpenAI front answers 30 % of the requests with a 5xx of its own (its Triton unreachable:
+the model's counters never see those requests, only the front's `source="front"` counter does).
 Counters grow by a constant amount every 15 s, so rate(...[1m]) is that amount / 15.
 """
 
@@ -52,6 +54,15 @@ def python_pod(pod: str, revision: str, *, queue: float, running: float, tokens:
     ]
 
 
+def front(pod: str, revision: str, *, failed: float, rejected: float = 0) -> list[dict[str, str]]:
+    """Per-15 s increments of the OpenAI front's own counters (llm_runtime/front_metrics.py)."""
+    s = metrics.FrontSeries
+    return [
+        series(s.REQUESTS_FAILED, pod, revision, failed, source=s.SOURCE),
+        series(s.REQUESTS_REJECTED, pod, revision, rejected, source=s.SOURCE),
+    ]
+
+
 def vllm_pod(pod: str, revision: str, *, queue: float, running: float, tokens: float, ttft: dict[str, float],
              itl: tuple[float, float], stopped: float, errors: float) -> list[dict[str, str]]:
     s = metrics.VLLMSeries
@@ -79,6 +90,10 @@ CANARY = vllm_pod("vllm-1", "rcanary", queue=2, running=6, tokens=4650,
                   ttft={"1": 0, "2": 7.5, "4": 15, "+Inf": 15}, itl=(1.5, 15), stopped=12, errors=3)
 IDLE = python_pod("py-idle", "ridle", queue=0, running=0, tokens=0, ttft={"0.25": 0, "+Inf": 0}, itl=(0, 0),
                   finished=0, failed=0)
+# 1 request/s: 0.7 answered by the model, 0.3 answered 503 by the front itself (Triton unreachable).
+FRONT_DOWN = [*python_pod("py-front", "rfront", queue=0, running=1, tokens=100, ttft={"0.25": 10.5, "+Inf": 10.5},
+                          itl=(0.5, 10.5), finished=10.5, failed=0),
+              *front("py-front", "rfront", failed=4.5)]
 HUNG = python_pod("py-hung", "rhung", queue=3, running=4, tokens=0, ttft={"0.25": 0, "+Inf": 0}, itl=(0, 0),
                   finished=0, failed=0)
 
@@ -101,6 +116,7 @@ EXPECTED: list[tuple[api.AnalysisCheck, str, float | None]] = [
     (builtin("errorRate"), "rstable", 0.009999999999999993),  # 0.01
     (builtin("errorRate"), "rcanary", 0.2),
     (builtin("errorRate"), "ridle", None),  # no request ended: no ratio, not 0
+    (builtin("errorRate"), "rfront", 0.3),  # what clients saw: the front's own 5xx count
     (builtin("interTokenLatency"), "rstable", 0.05),
     (builtin("interTokenLatency"), "rcanary", 0.1),
     (builtin("interTokenLatency"), "ridle", None),
@@ -125,7 +141,8 @@ def test_the_analysis_queries_on_the_shipped_rules(tmp_path: Path) -> None:
               "exp_samples": [] if value is None else [{"labels": "{}", "value": value}]}
              for check, revision, value in EXPECTED]
     doc = {"rule_files": [str(metrics.RULES_PATH)], "evaluation_interval": "15s",
-           "tests": [{"name": "canary analysis", "interval": "15s", "input_series": STABLE + CANARY + IDLE + HUNG,
+           "tests": [{"name": "canary analysis", "interval": "15s",
+                      "input_series": STABLE + CANARY + IDLE + HUNG + FRONT_DOWN,
                       "promql_expr_test": tests}]}
     path = tmp_path / "analysis_test.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -107,6 +107,24 @@ def test_python_source_names_are_the_runtimes() -> None:
     assert metrics.PythonSeries.REQUESTS_FAILED in exported
 
 
+def test_front_series_are_what_the_openai_front_serves() -> None:
+    """The OpenAI front's own counters (its /metrics) carry the canonical names and the source label the rules
+    select, and every backend's request and error rules add them."""
+    from llm_runtime import front_metrics
+
+    guard = front_metrics.FrontGuard(model="m")
+    text = guard.render()
+    for name in (metrics.FrontSeries.REQUESTS_FAILED, metrics.FrontSeries.REQUESTS_REJECTED):
+        assert f'{name}{{model="m",version="1",{metrics.FrontSeries.SOURCE_LABEL}="{metrics.FrontSeries.SOURCE}"}} 0' \
+            in text
+    assert (front_metrics.SOURCE_LABEL, front_metrics.SOURCE_FRONT) == (metrics.FrontSeries.SOURCE_LABEL,
+                                                                         metrics.FrontSeries.SOURCE)
+    for rule in rules():
+        if rule["record"] in (metrics.REQUESTS_RATE, metrics.REQUEST_ERRORS_RATE):
+            for name in (metrics.FrontSeries.REQUESTS_FAILED, metrics.FrontSeries.REQUESTS_REJECTED):
+                assert f'{name}{{source="front"}}' in rule["expr"], (rule["record"], rule["labels"], name)
+
+
 def test_adapter_exposes_recorded_per_pod_series() -> None:
     recorded = {rule["record"] for rule in rules()}
     exposed = {}
@@ -161,8 +179,10 @@ def test_promtool_evaluates_the_mapping_for_every_backend() -> None:
         ("rate(vllm:generation_tokens_total[1m])", "rate(vllm:prompt_tokens_total[1m])"),
         ("max by (namespace, pod, revision) (llm_kv_cache_usage_ratio)",
          "avg by (namespace, pod) (llm_kv_cache_usage_ratio)"),
+        ('rate(llm_requests_failed_total{source="front"}[1m])', 'rate(llm_requests_failed_total{source="x"}[1m])'),
     ],
-    ids=["trt-queue-reads-active", "vllm-generation-reads-prompt", "python-kv-drops-revision"],
+    ids=["trt-queue-reads-active", "vllm-generation-reads-prompt", "python-kv-drops-revision",
+         "python-requests-miss-the-front"],
 )
 def test_the_promtool_tests_catch_a_wrong_mapping(tmp_path: Path, wrong: str, right: str) -> None:
     original = metrics.RULES_PATH.read_text()

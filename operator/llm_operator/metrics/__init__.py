@@ -56,9 +56,10 @@ TTFT_P95: Final = "llmops:ttft_seconds:p95"
 INTER_TOKEN_LATENCY_MEAN: Final = "llmops:inter_token_latency_seconds:mean1m"
 """Seconds, mean time between consecutive generated tokens over 1 minute."""
 REQUESTS_RATE: Final = "llmops:requests:rate1m"
-"""Requests/s that ended (answered, failed or refused), over 1 minute."""
+"""Requests/s that ended (answered, failed or refused, by the model or by the OpenAI front), over 1 minute."""
 REQUEST_ERRORS_RATE: Final = "llmops:request_errors:rate1m"
-"""Requests/s that ended in an error (refused or failed), over 1 minute."""
+"""Requests/s that ended in an error (refused, or failed with a 5xx by the model or by the OpenAI front itself), over
+1 minute: what clients saw."""
 REQUEST_ERROR_RATIO: Final = "llmops:request_error_ratio:rate1m"
 """0..1, errors / requests over 1 minute (absent while no request ended)."""
 KV_CACHE_UTILIZATION: Final = "llmops:kv_cache_utilization"
@@ -173,6 +174,22 @@ class PythonSeries:
     """Requests that ended in an internal error (a failed forward pass; they answer 500)."""
 
 
+class FrontSeries:
+    """llm_runtime's OpenAI front (runtime/llm_runtime/front_metrics.py), served on its own port at ``/metrics``.
+
+    The same counter names as the python backend's, with the label ``source="front"``: what only the front saw
+    (Triton unreachable, a stream that broke, a bug in the front: answered 5xx; or refused with 503 by its
+    in-flight limit). Those requests never reach the model's counters, so every backend's rules add them once to
+    requests and to errors; a 5xx that carries Triton's own error is not counted by the front (the model did).
+    Labels ``model``, ``version``, ``source``.
+    """
+
+    REQUESTS_FAILED: Final = _runtime.METRIC_REQUESTS_FAILED
+    REQUESTS_REJECTED: Final = _runtime.METRIC_REQUESTS_REJECTED
+    SOURCE_LABEL: Final = "source"
+    SOURCE: Final = "front"
+
+
 class VLLMSeries:
     """vLLM V1 engine (``vllm/v1/metrics/loggers.py``, vLLM >= 0.11); labels ``model_name``, ``engine``.
 
@@ -243,6 +260,8 @@ SOURCE_SERIES: Final[dict[Backend, tuple[str, ...]]] = {
         VLLMSeries.KV_CACHE_USAGE,
         VLLMSeries.KV_CACHE_USAGE_DEPRECATED,
         VLLMSeries.REQUEST_SUCCESS,
+        FrontSeries.REQUESTS_FAILED,
+        FrontSeries.REQUESTS_REJECTED,
     ),
     "tensorrtllm": (
         TensorRTLLMSeries.REQUEST_METRICS,
@@ -253,6 +272,8 @@ SOURCE_SERIES: Final[dict[Backend, tuple[str, ...]]] = {
         TritonSeries.REQUEST_FAILURE,
         TritonSeries.REQUEST_DURATION_US,
         TritonSeries.FIRST_RESPONSE_MS,
+        FrontSeries.REQUESTS_FAILED,
+        FrontSeries.REQUESTS_REJECTED,
     ),
 }
 """The backend series each backend's rules read (metric family names; histograms without suffixes)."""
@@ -268,6 +289,7 @@ __all__ = [
     "RULES_PATH",
     "SOURCE_SERIES",
     "Backend",
+    "FrontSeries",
     "PythonSeries",
     "TensorRTLLMSeries",
     "TritonSeries",

@@ -62,6 +62,9 @@ def promql(check: api.AnalysisCheck, *, namespace: str, revision: str) -> str:
         case "ttftP50":
             return f"max({metrics.REVISION_TTFT_P50}{sel})"
         case "errorRate":
+            # Errors as clients saw them: the model's refusals and failures plus the 5xx answers and refusals the
+            # OpenAI front produced itself (llm_requests_*_total{source="front"}), each request counted once (see
+            # the request_errors rules in metrics/recording_rules.yaml).
             return f"max({metrics.REVISION_REQUEST_ERROR_RATIO}{sel})"
         case "interTokenLatency":
             return f"max({metrics.REVISION_INTER_TOKEN_LATENCY_MEAN}{sel})"
