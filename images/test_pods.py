@@ -64,6 +64,7 @@ metadata:
 spec:
   model:
     name: tiny
+    servedModelName: llmops/tiny-random
     pvc:
       claimName: {claim}
   runtime:
@@ -148,6 +149,7 @@ class Pod:
         self.started = 0.0
         self.pod = ""
         self.container = ""
+        self.front = ""
         self.ip = ""
 
     def play(self) -> None:
@@ -160,6 +162,7 @@ class Pod:
         assert len(pods) == 1, pods
         self.pod = pods[0]["Name"]
         self.container = f"{self.pod}-triton"
+        self.front = f"{self.pod}-openai"
         info = json.loads(podman("inspect", pods[0]["InfraId"]).stdout)[0]
         # kube play puts pods on its own bridge (podman-default-kube-network, 10.89.0.0/24 here).
         networks = info["NetworkSettings"]["Networks"]
@@ -170,8 +173,8 @@ class Pod:
     def url(self, port: int, path: str) -> str:
         return f"http://{self.ip}:{port}{path}"
 
-    def logs(self) -> str:
-        out = podman("logs", self.container, check=False)
+    def logs(self, container: str = "") -> str:
+        out = podman("logs", container or self.container, check=False)
         return out.stdout + out.stderr
 
     def down(self) -> None:
@@ -197,13 +200,15 @@ def pod(model_volume: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         healthcheck = json.loads(podman("inspect", p.container).stdout)[0]["Config"].get("Healthcheck")
         print(f"podman healthcheck made from the probes: {healthcheck}")
         deadline = time.monotonic() + 240
+        # Ready as the kubelet sees it: both containers' readiness probes answer 200.
         while time.monotonic() < deadline:
-            status, _ = _get(p.url(8000, "/v2/health/ready"), timeout=2)
-            if status == 200:
+            triton = _get(p.url(8000, "/v2/health/ready"), timeout=2)[0]
+            front = _get(p.url(9000, "/health"), timeout=2)[0]
+            if triton == front == 200:
                 break
             time.sleep(0.5)
         else:
-            raise AssertionError(f"pod never became ready; logs:\n{p.logs()[-4000:]}")
+            raise AssertionError(f"pod never became ready; logs:\n{p.logs()[-3000:]}\n{p.logs(p.front)[-2000:]}")
         p.ready_s = time.monotonic() - p.started  # type: ignore[attr-defined]
         print(f"\nFIGURE pod start (kube play) to Ready: {p.ready_s:.1f}s")  # type: ignore[attr-defined]
         yield p
@@ -222,12 +227,19 @@ def test_pod_runs_rendered_manifests_and_model_loads_from_configmap(pod: Pod) ->
 
 
 def test_probe_endpoints_answer_as_the_probes_expect(pod: Pod) -> None:
-    container = pod.deployment["spec"]["template"]["spec"]["containers"][0]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        status, _ = _get(pod.url(ports[get["port"]], get["path"]))
-        assert status == 200, (probe, get)
+    containers = pod.deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["triton", "openai"]
+    checked = []
+    for container in containers:
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe not in container:
+                continue
+            get = container[probe]["httpGet"]
+            status, _ = _get(pod.url(ports[get["port"]], get["path"]))
+            assert status == 200, (container["name"], probe, get)
+            checked.append((container["name"], probe))
+    assert len(checked) == 4, checked
 
 
 def test_generate_and_llm_metrics(pod: Pod) -> None:
@@ -260,80 +272,109 @@ def test_security_context_in_force(pod: Pod) -> None:
         "f = {l.split(':')[0]: l.split(':')[1].strip() for l in s.splitlines() if ':' in l}; "
         "print(os.getuid(), os.getgid(), f['NoNewPrivs'], f['CapEff'], f['CapBnd'], f['Seccomp'])"
     )
-    out = podman("exec", pod.container, "python3", "-c", probe).stdout.split()
-    uid, gid, no_new_privs, cap_eff, cap_bnd, seccomp = out
-    assert (uid, gid) == ("1000", "1000")
-    assert no_new_privs == "1"  # allowPrivilegeEscalation: false
-    assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0  # capabilities: drop ALL
-    assert seccomp == "2"  # filter mode: RuntimeDefault
-    # tritonserver itself (PID 1 of the container) runs as the same user.
-    status = podman("exec", pod.container, "python3", "-c", "print(open('/proc/1/status').read())").stdout
-    assert re.search(r"^Uid:\s+1000\s", status, re.M), status
+    for container in (pod.container, pod.front):
+        out = podman("exec", container, "python3", "-c", probe).stdout.split()
+        uid, gid, no_new_privs, cap_eff, cap_bnd, seccomp = out
+        assert (uid, gid) == ("1000", "1000")
+        assert no_new_privs == "1"  # allowPrivilegeEscalation: false
+        assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0  # capabilities: drop ALL
+        assert seccomp == "2"  # filter mode: RuntimeDefault
+        # tritonserver and the front themselves (PID 1 of each container) run as the same user.
+        status = podman("exec", container, "python3", "-c", "print(open('/proc/1/status').read())").stdout
+        assert re.search(r"^Uid:\s+1000\s", status, re.M), status
 
 
-def test_openai_front_as_second_process_answers_the_official_client(pod: Pod) -> None:
-    """The runtime image's OpenAI front (`python -m llm_runtime.openai_server`) started as a second process in
-    the server's container, as the pod would run it: the official `openai` client through the pod's network.
-    The operator does not render it yet (docs/images.md)."""
-    from openai import OpenAI
+def test_the_openai_container_answers_the_official_client_with_the_served_model_id(pod: Pod) -> None:
+    """The rendered `openai` container, unchanged: the official `openai` client through the pod's port 9000,
+    with the Hugging Face style id (a slash) that spec.model.servedModelName gives, mapped to Triton's `tiny`."""
+    from openai import NotFoundError, OpenAI
 
-    podman("exec", "-d", pod.container, "python3", "-m", "llm_runtime.openai_server", "--model-dir=/mnt/model",
-           "--model-name=tiny", "--host=0.0.0.0", "--port=9000")
-    deadline = time.monotonic() + 60
-    while _get(pod.url(9000, "/health"), timeout=2)[0] != 200:
-        assert time.monotonic() < deadline, pod.logs()[-2000:]
-        time.sleep(0.5)
     client = OpenAI(base_url=pod.url(9000, "/v1"), api_key="unused", timeout=60)
-    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert [m.id for m in client.models.list().data] == ["llmops/tiny-random"]
     t0 = time.monotonic()
     chat = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0, seed=7
+        model="llmops/tiny-random", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0,
+        seed=7,
     )
     latency = time.monotonic() - t0
+    assert chat.model == "llmops/tiny-random"
     assert chat.choices[0].finish_reason in ("length", "stop") and chat.usage and chat.usage.completion_tokens >= 1
     chunks = list(client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0, seed=7,
-        stream=True,
+        model="llmops/tiny-random", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0,
+        seed=7, stream=True,
     ))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == chat.choices[0].message.content
-    print(f"\nFIGURE OpenAI chat completion (16 tokens) through the pod's port 9000: {latency * 1000:.0f} ms")
+    completion = client.completions.create(model="llmops/tiny-random", prompt="Hello", max_tokens=8)
+    assert completion.choices[0].text is not None and completion.usage and completion.usage.completion_tokens >= 1
+    with pytest.raises(NotFoundError, match="llmops/tiny-random"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+    print(f"\nFIGURE OpenAI chat completion (16 tokens) through the pod's openai port 9000: {latency * 1000:.0f} ms")
 
 
 def test_sigterm_drains_in_flight_requests_within_grace_period(pod: Pod) -> None:
+    """What the kubelet does after the preStop hooks: SIGTERM to both containers, SIGKILL when the grace period
+    is over. Requests in flight through Triton's port and through the OpenAI front's all finish."""
+    from openai import OpenAI
+
     grace = pod.deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     results: list[dict[str, Any]] = []
+    client = OpenAI(base_url=pod.url(9000, "/v1"), api_key="unused", timeout=120, max_retries=0)
 
-    def long_request() -> None:
+    def triton_request() -> None:
         t0 = time.monotonic()
         status, body = _post(
             pod.url(8000, "/v2/models/tiny/generate"),
             {"text_input": "K", "max_tokens": 480, "ignore_eos": True, "temperature": 0}, timeout=120,
         )
-        results.append({"status": status, "body": body, "seconds": time.monotonic() - t0})
+        out = json.loads(body) if status == 200 else {}
+        results.append({"via": "triton", "status": status, "tokens": int(out.get("completion_tokens", 0)),
+                        "finish": out.get("finish_reason"), "seconds": time.monotonic() - t0, "body": body[:300]})
+
+    def openai_stream() -> None:
+        t0 = time.monotonic()
+        try:
+            chunks = list(client.chat.completions.create(
+                model="llmops/tiny-random", messages=[{"role": "user", "content": "K"}], max_tokens=480,
+                temperature=0, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+            ))
+            usage = chunks[-1].usage
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            results.append({"via": "openai", "status": 200, "tokens": usage.completion_tokens if usage else 0,
+                            "finish": finish[-1] if finish else None, "seconds": time.monotonic() - t0})
+        except Exception as exc:
+            results.append({"via": "openai", "status": 0, "tokens": 0, "finish": None, "error": repr(exc),
+                            "seconds": time.monotonic() - t0})
 
     # The tiny model is fast: 16 requests (4 in the batch, 12 queued) keep it busy for a few seconds.
-    workers = [threading.Thread(target=long_request) for _ in range(16)]
+    workers = [threading.Thread(target=triton_request if i % 2 else openai_stream) for i in range(16)]
     for w in workers:
         w.start()
     time.sleep(0.5)
     in_flight = sum(w.is_alive() for w in workers)
     assert in_flight >= 4, results
     t0 = time.monotonic()
-    # What the kubelet does after the preStop hook: SIGTERM, then SIGKILL when the grace period is over.
-    podman("stop", "-t", str(grace), pod.container, timeout=grace + 30)
+    # Both app containers at once, as the kubelet does; not `podman pod stop`, which also stops the infra
+    # container and with it the pod's network while requests are still draining (the pause container of a
+    # Kubernetes pod lives until every container has exited).
+    stoppers = [threading.Thread(target=podman, args=("stop", "-t", str(grace), c), kwargs={"timeout": grace + 30})
+                for c in (pod.container, pod.front)]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
     drain = time.monotonic() - t0
     for w in workers:
         w.join(60)
-    state = json.loads(podman("inspect", pod.container).stdout)[0]["State"]
-    print(f"\nFIGURE SIGTERM to exit with {in_flight} requests in flight: {drain:.1f}s (grace {grace}s); "
-          f"slowest request {max(r['seconds'] for r in results):.1f}s")
+    states = {c: json.loads(podman("inspect", c).stdout)[0]["State"] for c in (pod.container, pod.front)}
+    print(f"\nFIGURE SIGTERM to exit with {in_flight} requests in flight (half through the OpenAI front): "
+          f"{drain:.1f}s (grace {grace}s); slowest request {max(r['seconds'] for r in results):.1f}s")
     assert len(results) == 16
     for r in results:
-        assert r["status"] == 200, r
-        out = json.loads(r["body"])
-        assert int(out["completion_tokens"]) == 480 and out["finish_reason"] == "length"
-    assert drain < grace and state["ExitCode"] == 0, (drain, state, pod.logs()[-2000:])
+        assert r["status"] == 200 and r["tokens"] == 480 and r["finish"] == "length", r
+    assert drain < grace, (drain, grace)
+    for name, state in states.items():
+        assert state["ExitCode"] == 0, (name, state, pod.logs(name)[-2000:])
 
 
 def test_empty_model_volume_fails_the_load_with_a_clear_log_line(
