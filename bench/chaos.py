@@ -454,6 +454,13 @@ def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace
     after_name, new_revision = names[-1], f"after-{component}"
     kube.patch(**LLMD, namespace=namespace, name=after_name, body={"spec": {"model": {"revision": new_revision}}})
     changed_at = time.monotonic()
+    generation = kube.get(**LLMD, namespace=namespace, name=after_name)["metadata"]["generation"]  # type: ignore[index]
+    deadline = changed_at + timeout
+    while ((kube.get(**LLMD, namespace=namespace, name=after_name) or {}).get("status") or {}).get(
+            "observedGeneration") != generation:  # the operator has seen the change and written its status
+        assert time.monotonic() < deadline, f"the operator never reconciled {after_name} after the restart"
+        time.sleep(0.1)
+    seen_at = time.monotonic()
     settled, counts = converge(kube, namespace, timeout, since=changed_at)
     sampling.set()
     sampler.join(timeout=5)
@@ -474,44 +481,65 @@ def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace
               "requests_for_the_changes_before": before[-1][1] - before[0][1] if len(before) > 1 else 0.0,
               "requests_during_outage": requests, "request_rate_per_s": round(requests / window, 2) if window else 0,
               "peak_rate_per_s_0.5s_window": round(max(rates, default=0.0), 1),
-              "operator_cpu_during_outage_s": round(cpu_down, 2), "after_change_reconciled_s": round(settled, 2),
+              "operator_cpu_during_outage_s": round(cpu_down, 2),
+              "after_change_status_written_s": round(seen_at - changed_at, 2),
+              "after_change_reconciled_s": round(settled, 2),
               "changes_before_outage_applied": kept, "change_after_outage_seen": bool(seen), "final": counts,
               "crashed_reconciles": len(op.crashes())}
     log(f"{component} restart: {json.dumps(result)}")
     return result
 
 
-def stale_state(kube: Kube, op: Operator, namespace: str, *, rng: random.Random,
-                timeout: float = 120.0) -> dict[str, Any]:
-    """Delete and recreate an LLMDeployment under the same name while the operator is down."""
-    name = "stale"
+def stale_state(kube: Kube, op: Operator, namespace: str, *, rng: random.Random, timeout: float = 120.0,
+                late_gc: LocalCluster | None = None) -> dict[str, Any]:
+    """Delete and recreate an LLMDeployment under the same name while the operator is down.
+
+    With `late_gc` the recreated object has the very same spec (so every child has the same name as an old one)
+    and kube-controller-manager is stopped from before the delete until the operator has reconciled the new
+    object: the operator meets the old uid's children, as it would when the garbage collector lags behind."""
+    name = "stale-late-gc" if late_gc is not None else "stale"
     obj = body(name, rng)
     obj["metadata"]["namespace"] = namespace
     obj["spec"].pop("rollout", None)
     if op.proc is None or op.proc.poll() is not None:
         op.start()
-    old_uid = kube.create(obj)["metadata"]["uid"]
+    old_uid = kube.create(json.loads(json.dumps(obj)))["metadata"]["uid"]
     converge(kube, namespace, timeout)
     old_children = {o["metadata"]["uid"] for api_version, kind in CHILD_KINDS for o in kube.list(
         api_version=api_version, kind=kind, namespace=namespace, label_selector=f"{INSTANCE}={name}")}
     op.kill()
-    kube.delete(**LLMD, namespace=namespace, name=name)
-    deadline = time.monotonic() + 60
-    while kube.get(**LLMD, namespace=namespace, name=name) is not None:
-        assert time.monotonic() < deadline, "the LLMDeployment was not deleted"
-        time.sleep(0.05)
-    obj = body(name, random.Random(0))  # a different spec (replicas, revision) than the old one, usually
-    obj["metadata"]["namespace"] = namespace
-    obj["spec"].pop("rollout", None)
-    new_uid = kube.create(obj)["metadata"]["uid"]
-    restarted = time.monotonic()
-    op.start()
+    if late_gc is not None:
+        late_gc.stop_component("kube-controller-manager")
+    try:
+        kube.delete(**LLMD, namespace=namespace, name=name)
+        deadline = time.monotonic() + 60
+        while kube.get(**LLMD, namespace=namespace, name=name) is not None:
+            assert time.monotonic() < deadline, "the LLMDeployment was not deleted"
+            time.sleep(0.05)
+        if late_gc is None:
+            obj = body(name, random.Random(0))  # a different spec (replicas, revision) than the old one, usually
+            obj["metadata"]["namespace"] = namespace
+            obj["spec"].pop("rollout", None)
+        new_uid = kube.create(obj)["metadata"]["uid"]
+        restarted = time.monotonic()
+        op.start()
+        if late_gc is not None:  # the operator has written the new object's status: it has seen the old children
+            deadline = time.monotonic() + 60
+            while (((kube.get(**LLMD, namespace=namespace, name=name) or {}).get("status") or {})
+                   .get("observedGeneration")) != 1:
+                assert time.monotonic() < deadline, "the operator did not reconcile the recreated object"
+                time.sleep(0.1)
+            time.sleep(1.0)
+    finally:
+        if late_gc is not None:
+            late_gc.start_component("kube-controller-manager")
     settled, counts = converge(kube, namespace, timeout, since=restarted)
     now = [o for api_version, kind in CHILD_KINDS for o in kube.list(
         api_version=api_version, kind=kind, namespace=namespace, label_selector=f"{INSTANCE}={name}")]
     adopted = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in now if o["metadata"]["uid"] in old_children)
     wrong_owner = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in now if _owner_uid(o) != new_uid)
-    result = {"old_uid": old_uid, "new_uid": new_uid, "children": len(now), "old_children_adopted": adopted,
+    result = {"gc": "stopped until the operator reconciled" if late_gc is not None else "running",
+              "old_uid": old_uid, "new_uid": new_uid, "children": len(now), "old_children_adopted": adopted,
               "children_not_owned_by_new_uid": wrong_owner, "converged_s": round(settled, 2), "final": counts}
     log(f"stale state: {json.dumps(result)}")
     return result
@@ -549,6 +577,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "chaos.json"))
     parser.add_argument("--source", default="HEAD",
                         help="commit whose operator is tested (default HEAD); 'worktree' for the checkout as is")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run (default: all): "
+                        "kills, kube-apiserver, etcd, stale-state, stale-state-late-gc")
     args = parser.parse_args()
     if args.source != "worktree" and SOURCE_ENV not in os.environ:
         pin_source(args.source)  # does not return
@@ -589,8 +619,11 @@ def main() -> int:
             ("etcd", "chaos-etcd", lambda op, ns: component_restart(
                 kube, op, cluster, ns, "etcd", objects=args.restart_objects, outage=args.outage, rng=rng)),
             ("stale-state", "chaos-stale", lambda op, ns: stale_state(kube, op, ns, rng=rng)),
+            ("stale-state-late-gc", "chaos-stale-gc", lambda op, ns: stale_state(kube, op, ns, rng=rng,
+                                                                                 late_gc=cluster)),
         ]
-        for key, ns, run in runs:
+        only = set(filter(None, args.only.split(",")))
+        for key, ns, run in [r for r in runs if not only or r[0] in only]:
             with scenario(ns) as op:
                 log(f"scenario {key} ...")
                 results[key] = run(op, ns)

@@ -38,7 +38,7 @@ STATE_FILE = "cluster.json"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 METRICS_COMPONENTS = ("prometheus", "traffic", "prometheus-adapter")
 # What stop_component/start_component can take down and bring back (chaos tests).
-RESTARTABLE = ("etcd", "kube-apiserver")
+RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 
 class ClusterError(RuntimeError):
@@ -277,7 +277,7 @@ class LocalCluster:
     def stop_component(self, name: str, *, kill: bool = False) -> None:
         """Stop one running component: SIGTERM (SIGKILL after 10 s), or with ``kill`` SIGKILL at once, as a crash.
         Its ports, flags and data stay, so :meth:`start_component` brings it back as it was. For chaos tests: an
-        apiserver or etcd outage."""
+        apiserver or etcd outage, a garbage collector that is late."""
         info = self._running_info(name)
         self._stop(info.pids[name], grace=0.0 if kill else 10.0)
         self._log(f"stopped {name} (pid {info.pids[name]}{', SIGKILL' if kill else ''})")
@@ -292,13 +292,15 @@ class LocalCluster:
         argv, check = {
             "etcd": (self._etcd_args(ports), lambda: self._http_ok(f"http://127.0.0.1:{ports['etcd']}/health")),
             "kube-apiserver": (self._apiserver_args(ports, pki), lambda: self._api_ok("/readyz")),
+            "kube-controller-manager": (self._kcm_args(ports, pki),
+                                        lambda: self._healthz(ports["kube-controller-manager"])),
         }[name]
         self._start(info, name, [str(Path(info.bin_dir) / name), *argv])
         self._wait(info, name, check, timeout)
 
     def restart_component(self, name: str, *, down_seconds: float = 0.0, kill: bool = False,
                           timeout: float = 60.0) -> float:
-        """Stop ``name`` (``etcd`` or ``kube-apiserver``), keep it down ``down_seconds``, start it again; return
+        """Stop ``name`` (one of RESTARTABLE), keep it down ``down_seconds``, start it again; return
         the seconds from the stop until it was healthy again."""
         began = time.monotonic()
         self.stop_component(name, kill=kill)
