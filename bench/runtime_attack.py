@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--queue", type=int, default=8)
     ap.add_argument("--overload-factor", type=int, default=10)
-    ap.add_argument("--overload-s", type=float, default=20.0)
+    ap.add_argument("--overload-s", type=float, default=20.0, help="0 skips the overload phase")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--streams", type=int, default=10_000)
     ap.add_argument("--stream-rounds", type=int, default=2,
@@ -84,44 +84,45 @@ def main() -> int:
         time.sleep(1)
 
         # ---- 1. 10x overload
-        concurrency = args.overload_factor * (args.batch + args.queue)
-        rss_before = tree_rss(served.proc.pid)
-        m0 = scrape(triton_metrics)
-        print(f"\n10x overload: {concurrency} clients for {args.overload_s:.0f}s "
-              f"(capacity {args.batch} running + {args.queue} queued)", flush=True)
-        with RssSampler(served.proc.pid) as sampler:
-            outcome, abandoned_at = asyncio.run(overload(
-                openai_base=served.openai_base, triton_base=served.http_base, model=served.model,
-                concurrency=concurrency, duration_s=args.overload_s, max_tokens=args.max_tokens))
-            drain_s, last = wait_drained(triton_metrics_url=triton_metrics, front_metrics_url=front_metrics,
-                                         timeout_s=120)
-            drain_s = None if drain_s is None else time.monotonic() - abandoned_at  # from the abandon
-        time.sleep(1)
-        rss_after = tree_rss(served.proc.pid)
-        m1 = scrape(triton_metrics)
-        print("  answers:", dict(sorted(outcome.statuses.items())))
-        print("  refusals:", dict(sorted(outcome.retry_after.items())))
-        print("  refusal messages:", sorted(outcome.refusal_messages)[:4])
-        if outcome.errors:
-            print("  client errors:", dict(outcome.errors))
-        print(f"  RSS MiB before: {_mib(rss_before)}")
-        print(f"  RSS MiB peak:   {_mib(dict(sampler.peak))}")
-        print(f"  RSS MiB after:  {_mib(rss_after)}")
-        print(f"  drained (running, queued, pending, front in flight all 0) {drain_s:.2f}s after the abandon"
-              if drain_s is not None else f"  NOT drained after 120 s: {last}")
-        rejected = m1.get("llm_requests_rejected_total", 0) - m0.get("llm_requests_rejected_total", 0)
-        print(f"  llm_requests_rejected_total +{rejected:.0f}, llm_requests_failed_total "
-              f"+{m1.get('llm_requests_failed_total', 0) - m0.get('llm_requests_failed_total', 0):.0f}")
-        if outcome.refused_s and outcome.served_s:
-            rs, ss = sorted(outcome.refused_s), sorted(outcome.served_s)
-            print(f"  refusal latency p50 {rs[len(rs) // 2] * 1000:.0f} ms p99 {rs[int(len(rs) * 0.99)] * 1000:.0f} ms;"
-                  f" served p50 {ss[len(ss) // 2]:.2f}s")
-        figures["overload"] = {
-            "concurrency": concurrency, "duration_s": args.overload_s, "answers": dict(outcome.statuses),
-            "refusals": dict(outcome.retry_after), "client_errors": dict(outcome.errors),
-            "rss_before": rss_before, "rss_peak": dict(sampler.peak), "rss_after": rss_after, "drain_s": drain_s,
-            "rejected": rejected,
-        }
+        if args.overload_s > 0:
+            concurrency = args.overload_factor * (args.batch + args.queue)
+            rss_before = tree_rss(served.proc.pid)
+            m0 = scrape(triton_metrics)
+            print(f"\n10x overload: {concurrency} clients for {args.overload_s:.0f}s "
+                  f"(capacity {args.batch} running + {args.queue} queued)", flush=True)
+            with RssSampler(served.proc.pid) as sampler:
+                outcome, abandoned_at = asyncio.run(overload(
+                    openai_base=served.openai_base, triton_base=served.http_base, model=served.model,
+                    concurrency=concurrency, duration_s=args.overload_s, max_tokens=args.max_tokens))
+                drain_s, last = wait_drained(triton_metrics_url=triton_metrics, front_metrics_url=front_metrics,
+                                             timeout_s=120)
+                drain_s = None if drain_s is None else time.monotonic() - abandoned_at  # from the abandon
+            time.sleep(1)
+            rss_after = tree_rss(served.proc.pid)
+            m1 = scrape(triton_metrics)
+            print("  answers:", dict(sorted(outcome.statuses.items())))
+            print("  refusals:", dict(sorted(outcome.retry_after.items())))
+            print("  refusal messages:", sorted(outcome.refusal_messages)[:4])
+            if outcome.errors:
+                print("  client errors:", dict(outcome.errors))
+            print(f"  RSS MiB before: {_mib(rss_before)}")
+            print(f"  RSS MiB peak:   {_mib(dict(sampler.peak))}")
+            print(f"  RSS MiB after:  {_mib(rss_after)}")
+            print(f"  drained (running, queued, pending, front in flight all 0) {drain_s:.2f}s after the abandon"
+                  if drain_s is not None else f"  NOT drained after 120 s: {last}")
+            rejected = m1.get("llm_requests_rejected_total", 0) - m0.get("llm_requests_rejected_total", 0)
+            print(f"  llm_requests_rejected_total +{rejected:.0f}, llm_requests_failed_total "
+                  f"+{m1.get('llm_requests_failed_total', 0) - m0.get('llm_requests_failed_total', 0):.0f}")
+            if outcome.refused_s and outcome.served_s:
+                rs, ss = sorted(outcome.refused_s), sorted(outcome.served_s)
+                p50, p99 = rs[len(rs) // 2] * 1000, rs[int(len(rs) * 0.99)] * 1000
+                print(f"  refusal latency p50 {p50:.0f} ms p99 {p99:.0f} ms; served p50 {ss[len(ss) // 2]:.2f}s")
+            figures["overload"] = {
+                "concurrency": concurrency, "duration_s": args.overload_s, "answers": dict(outcome.statuses),
+                "refusals": dict(outcome.retry_after), "client_errors": dict(outcome.errors),
+                "rss_before": rss_before, "rss_peak": dict(sampler.peak), "rss_after": rss_after, "drain_s": drain_s,
+                "rejected": rejected,
+            }
 
         # ---- 2. streams opened and dropped
         figures["streams"] = []
