@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from llm_runtime.front_metrics import FrontGuard
-from llm_runtime.openai_front import ApiError, OpenAIFront, start_front
+from llm_runtime.openai_front import ApiError, Chunk, OpenAIFront, start_front
 from runtime_attack_client import open_and_drop_streams, overload, raise_nofile, scrape, tree_rss, wait_drained
 from runtime_serving_helpers import Served, free_ports, post_json, start_serve
 
@@ -291,3 +291,41 @@ def test_the_guard_counts_only_what_the_front_produced() -> None:
             await runner.cleanup()
 
     asyncio.run(run())
+
+
+class _BreakingFront(OpenAIFront):
+    """A front whose Triton stream sends one chunk and then fails: with an error of the front's own (the gRPC
+    stream broke) or with one Triton sent (the model failed; the model counts that one)."""
+
+    upstream = False
+
+    async def generate(self, *, prompt: str, params: Any, stream: bool) -> Any:
+        yield Chunk("hel", None, 2, 1)
+        await asyncio.sleep(0)
+        if self.upstream:
+            raise ApiError(500, "generation failed: out of memory", code="internal_error", upstream=True)
+        raise RuntimeError("StatusCode.UNAVAILABLE: Socket closed")
+
+
+def test_a_stream_broken_after_the_200_is_counted_only_when_the_front_broke_it() -> None:
+    async def run(upstream: bool) -> tuple[str, float]:
+        front = _BreakingFront(model_name="m", tokenizer=None, grpc_url=f"127.0.0.1:{_closed_port()}")
+        front.upstream = upstream
+        (port,) = free_ports(1)
+        runner = await start_front(front, host="127.0.0.1", port=port)
+        try:
+            async with aiohttp.ClientSession() as session:
+                body = {"model": "m", "prompt": "hi", "max_tokens": 4, "stream": True}
+                async with session.post(f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+                    assert r.status == 200
+                    text = await r.text()
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    values = _parse(await r.text())
+            return text, values['llm_requests_failed_total{model="m",version="1",source="front"}']
+        finally:
+            await runner.cleanup()
+
+    text, failed = asyncio.run(run(upstream=False))
+    assert '"text": "hel"' in text and "the Triton server stream failed" in text and failed == 1
+    text, failed = asyncio.run(run(upstream=True))
+    assert "generation failed" in text and failed == 0
