@@ -1,8 +1,9 @@
 """Real pods: the operator's rendered ConfigMap + Deployment for a CPU LLMDeployment, run by `podman kube play`.
 
-Not part of `make test` (the runtime image is a multi-GB build on an empty cache): `make images-test` runs it.
-Run with `-s` to see the figures (start to Ready, request latency, drain). Everything listens on the podman
-bridge (10.88.0.0/16) inside the machine, never on a public address.
+Part of `make test`, which builds the images first (`make images`: minutes and a multi-GB runtime image on an
+empty cache, nothing when the tree is unchanged); `make images-test` runs only these. Run with `-s` to see the
+figures (start to Ready, request latency, drain). The test publishes every container port on 127.0.0.1 only
+(hostPort + hostIP) and talks to the pod there, never to the podman bridge's address.
 """
 
 from __future__ import annotations
@@ -109,9 +110,19 @@ def model_volume(built: dict[str, Any]) -> Iterator[str]:
 # * emptyDir: podman makes an anonymous volume owned by root, mode 0755, and ignores fsGroup; Kubernetes makes
 #   it 0777. The non-root server cannot write /tmp or /dev/shm (the python backend's shared memory) there. The
 #   test turns each emptyDir into a hostPath on a fresh mode-1777 folder (under /dev/shm for medium: Memory).
+# * ports: kube play's pod sits on a podman bridge; the test adds hostPort (a free port) and hostIP 127.0.0.1 to
+#   each containerPort, so every request goes to 127.0.0.1 (a kubelet has no hostPort unless asked).
 # * configMap items with a path in a subfolder (`tiny/config.pbtxt`): podman writes the files into a volume
 #   named after the ConfigMap but does not create the subfolders. The test creates that volume and its
 #   subfolders first; podman then fills it.
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _manifests(tmp: Path, name: str, claim: str) -> tuple[Path, dict[str, Any], list[str]]:
     src = tmp / "llmd.yaml"
     src.write_text(LLMD.format(name=name, claim=claim, exit_timeout=EXIT_TIMEOUT))
@@ -136,6 +147,10 @@ def _manifests(tmp: Path, name: str, claim: str) -> tuple[Path, dict[str, Any], 
             root = Path(podman("volume", "inspect", cm, "--format", "{{.Mountpoint}}").stdout.strip())
             for item in volume["configMap"]["items"]:
                 (root / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+    for container in keep[1]["spec"]["template"]["spec"]["containers"]:
+        for port in container.get("ports", []):
+            port["hostPort"] = _free_port()
+            port["hostIP"] = "127.0.0.1"
     out = tmp / "kube.yaml"
     out.write_text(yaml.safe_dump_all(keep, sort_keys=False))
     return out, rendered, made
@@ -150,7 +165,7 @@ class Pod:
         self.pod = ""
         self.container = ""
         self.front = ""
-        self.ip = ""
+        self.ports: dict[int, int] = {}
 
     def play(self) -> None:
         self.started = time.monotonic()
@@ -163,15 +178,13 @@ class Pod:
         self.pod = pods[0]["Name"]
         self.container = f"{self.pod}-triton"
         self.front = f"{self.pod}-openai"
-        info = json.loads(podman("inspect", pods[0]["InfraId"]).stdout)[0]
-        # kube play puts pods on its own bridge (podman-default-kube-network, 10.89.0.0/24 here).
-        networks = info["NetworkSettings"]["Networks"]
-        assert len(networks) == 1, networks
-        self.ip = next(iter(networks.values()))["IPAddress"]
-        assert re.match(r"^10\.", self.ip), self.ip
+        played = yaml.safe_load_all(self.kube.read_text())
+        deploy = next(d for d in played if d["kind"] == "Deployment")
+        self.ports = {p["containerPort"]: p["hostPort"]
+                      for c in deploy["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
 
     def url(self, port: int, path: str) -> str:
-        return f"http://{self.ip}:{port}{path}"
+        return f"http://127.0.0.1:{self.ports[port]}{path}"
 
     def logs(self, container: str = "") -> str:
         out = podman("logs", container or self.container, check=False)

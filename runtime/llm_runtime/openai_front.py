@@ -15,10 +15,8 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 from llm_runtime.errors import OverloadedError
@@ -29,6 +27,9 @@ from llm_runtime.front_metrics import (
     FrontGuard,
     raise_nofile_limit,
 )
+from llm_runtime.triton_protocol import Chunk, GenParams, PythonProtocol, TritonProtocol
+
+__all__ = ["ApiError", "Chunk", "GenParams", "OpenAIFront", "start_front"]
 
 log = logging.getLogger("llm_runtime.openai")
 
@@ -97,25 +98,6 @@ def _from_triton_error(message: str) -> ApiError:
     m = _FIELD_IN_MESSAGE.match(message)
     param = None if m is None else {"text_input": "prompt", "the prompt": "prompt"}.get(m[1], m[1])
     return ApiError(400, message, param=param, upstream=True)
-
-
-@dataclass
-class Chunk:
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class GenParams:
-    max_tokens: int | None
-    temperature: float
-    top_p: float
-    top_k: int
-    stop: list[str]
-    seed: int | None
-    ignore_eos: bool
 
 
 def _is_int(v: Any) -> bool:
@@ -190,10 +172,19 @@ def _parse_params(body: dict[str, Any], *, default_max_tokens: int | None, max_t
 
 
 class OpenAIFront:
-    def __init__(self, *, model_name: str, tokenizer: Any, grpc_url: str, triton_model: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        tokenizer: Any,
+        grpc_url: str,
+        triton_model: str | None = None,
+        protocol: TritonProtocol | None = None,
+    ) -> None:
         self.model_name = model_name
         self.triton_model = triton_model or model_name
         self.tokenizer = tokenizer
+        self.protocol: TritonProtocol = protocol or PythonProtocol()
         self.grpc_url = grpc_url
         self.created = int(time.time())
         self._client: Any = None
@@ -253,55 +244,41 @@ class OpenAIFront:
     async def generate(self, *, prompt: str, params: GenParams, stream: bool) -> AsyncIterator[Chunk]:
         import tritonclient.grpc as grpcclient
 
-        def tensor(name: str, arr: np.ndarray[Any, Any], dtype: str) -> Any:
-            t = grpcclient.InferInput(name, list(arr.shape), dtype)
-            t.set_data_from_numpy(arr)
-            return t
-
-        inputs = [
-            tensor("text_input", np.array([prompt.encode("utf-8")], dtype=np.object_), "BYTES"),
-            tensor("temperature", np.array([params.temperature], dtype=np.float32), "FP32"),
-            tensor("top_p", np.array([params.top_p], dtype=np.float32), "FP32"),
-            tensor("top_k", np.array([params.top_k], dtype=np.int32), "INT32"),
-            tensor("stream", np.array([stream], dtype=bool), "BOOL"),
-            tensor("ignore_eos", np.array([params.ignore_eos], dtype=bool), "BOOL"),
-        ]
-        if params.max_tokens is not None:
-            inputs.append(tensor("max_tokens", np.array([params.max_tokens], dtype=np.int32), "INT32"))
-        if params.seed is not None:
-            inputs.append(tensor("seed", np.array([params.seed], dtype=np.int64), "INT64"))
-        if params.stop:
-            inputs.append(tensor("stop", np.array([s.encode() for s in params.stop], dtype=np.object_), "BYTES"))
+        inputs = []
+        for t in self.protocol.inputs(prompt=prompt, params=params, stream=stream):
+            tensor = grpcclient.InferInput(t.name, list(t.data.shape), t.datatype)
+            tensor.set_data_from_numpy(t.data)
+            inputs.append(tensor)
+        read = self.protocol.decoder(prompt=prompt, params=params, stream=stream)
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": self.triton_model, "inputs": inputs, "request_id": uuid.uuid4().hex}
 
         responses = self.client().stream_infer(requests())
         done = False
+        last: Chunk | None = None
         try:
             async for result, error in responses:
                 if error is not None:
                     done = True  # an error response is the request's last one
                     raise _from_triton_error(str(error))
-                fr = result.as_numpy("finish_reason")
-                reason = fr.reshape(-1)[0].decode() if fr is not None else ""
-                chunk = Chunk(
-                    text=result.as_numpy("text_output").reshape(-1)[0].decode("utf-8"),
-                    finish_reason=reason or None,
-                    prompt_tokens=int(result.as_numpy("prompt_tokens").reshape(-1)[0]),
-                    completion_tokens=int(result.as_numpy("completion_tokens").reshape(-1)[0]),
-                )
+                reply = read(result, False)
+                last = reply.chunk
                 # Mark completion before yielding: a caller that stops after the last chunk leaves this
                 # generator suspended, and cancelling a finished Triton request (on close) leaks it in
                 # Triton 2.51, which then never finishes unloading the model at shutdown.
-                done = bool(chunk.finish_reason)
-                yield chunk
-                if done:
+                done = reply.final
+                yield reply.chunk
+                if reply.chunk.finish_reason:
                     return
+            done = True
+            # The stream ended without a finish reason (a backend that does not report one): say so.
+            if last is not None:
+                yield Chunk("", "stop", last.prompt_tokens, last.completion_tokens)
         finally:
             if not done:
-                # The HTTP client went away (or errored): cancelling the gRPC call cancels the Triton
-                # request, and the engine frees its batch slot at the next step.
+                # The HTTP client went away (or errored), or the front ended the request (a stop string):
+                # cancelling the gRPC call cancels the Triton request, which frees its batch slot.
                 responses.cancel()
 
     async def _first(self, it: AsyncIterator[Chunk]) -> Chunk:
