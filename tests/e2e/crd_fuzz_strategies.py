@@ -24,7 +24,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +147,6 @@ class _Node:
 
     path: tuple[str | int, ...]
     schema: Mapping[str, Any]
-    parent_schema: Mapping[str, Any] | None = None
-    present: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _types(schema: Mapping[str, Any]) -> set[str]:
@@ -361,8 +358,6 @@ class SchemaFuzzer:
         s = node.schema
         out: list[tuple[str, SearchStrategy[Any]]] = []
         types = _types(s)
-        if not node.present:
-            return out
         wrong = {
             "string": st.one_of(st.integers(-5, 5), st.booleans()),
             "integer": st.one_of(st.sampled_from(["1", "0", "true"]), st.floats(0.5, 9.5).map(lambda f: f)),

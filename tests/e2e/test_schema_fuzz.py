@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 
 from e2e.pytest_plugin import Cluster, Operator, controller_errors
 from tests.e2e.crd_fuzz_strategies import FuzzCase, llmdeployments
@@ -44,6 +44,9 @@ EXAMPLES = int(os.environ.get("LLMOPS_FUZZ_EXAMPLES", "300"))
 REPORT = os.environ.get("LLMOPS_FUZZ_REPORT")  # write the figures as JSON here
 REGRESSIONS = Path(__file__).with_name("schema_fuzz_regressions.json")
 REAL_ONE_IN = int(os.environ.get("LLMOPS_FUZZ_REAL_ONE_IN", "3"))
+# With QUIET > 0 (bench/fuzz_specs.py), a real create is also watched for a hot loop: once the operator's queue is
+# idle, it must not write in this namespace for QUIET seconds.
+QUIET = float(os.environ.get("LLMOPS_FUZZ_QUIET_SECONDS", "0"))
 # Real creates wait for the operator's status at most this long (a reconcile takes well under a second).
 RECONCILE_TIMEOUT = 20.0
 # Every address the operator could be told to reach stays on this machine (rule: nothing leaves 127.0.0.1).
@@ -214,6 +217,16 @@ class Reconciled:
     crashes: list[str]
     warnings: list[str]
     seconds: float
+    quiet_writes: int = 0
+
+
+def writes_while_quiet(operator: Operator, namespace: str) -> int:
+    """Writes the operator makes in ``namespace`` during QUIET seconds once its queue is idle (a hot loop > 0)."""
+    operator.settle(timeout=30)
+    kube = operator.controller.kube
+    before = kube.writes_by_namespace[namespace]
+    time.sleep(QUIET)
+    return int(kube.writes_by_namespace[namespace] - before)
 
 
 def provide_references(api: Any, namespace: str, body: dict[str, Any]) -> None:
@@ -242,7 +255,34 @@ def provide_references(api: Any, namespace: str, body: dict[str, Any]) -> None:
                 raise
 
 
-def reconcile_for_real(api: Any, namespace: str, body: dict[str, Any], warnings: _Warnings) -> Reconciled:
+# Operator bug found by this test (reported, not fixed here: _reconcile.py): server-side apply answers 500, not 422,
+# when a child does not fit its type (an `affinity` with an unknown field passes the CRD, whose affinity preserves
+# unknown fields); the operator takes 500 for a transient error, retries with back-off for ever and never writes a
+# status. Counted as a known finding in the fuzz run, xfail(strict=True) in the regression file.
+SSA_500 = "failed to create typed patch object"
+
+
+def wait_status(api: Any, namespace: str, name: str, generation: int, errors_before: int,
+                warnings: _Warnings | None = None, warnings_before: int = 0) -> dict[str, tuple[str, str]]:
+    """The conditions (type -> (status, reason)) once the operator has written a status for ``generation``; {} if it
+    crashed, hit SSA_500, or did not within RECONCILE_TIMEOUT."""
+    deadline = time.monotonic() + RECONCILE_TIMEOUT
+    while time.monotonic() < deadline:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        status = obj.get("status") or {}
+        if status.get("conditions") and (status.get("observedGeneration") or 0) >= generation:
+            return {c["type"]: (c["status"], c.get("reason", "")) for c in status["conditions"]}
+        if any(f"{namespace}/{name} crashed" in r for r in controller_errors.records[errors_before:]):
+            return {}
+        if warnings is not None and any(f"{namespace}/{name} failed" in r and SSA_500 in r
+                                        for r in warnings.records[warnings_before:]):
+            return {}
+        time.sleep(0.05)
+    return {}
+
+
+def reconcile_for_real(api: Any, namespace: str, body: dict[str, Any], warnings: _Warnings,
+                       operator: Operator | None = None) -> Reconciled:
     name = body["metadata"]["name"]
     provide_references(api, namespace, body)
     errors_before, warnings_before = len(controller_errors.records), len(warnings.records)
@@ -250,23 +290,14 @@ def reconcile_for_real(api: Any, namespace: str, body: dict[str, Any], warnings:
     created = submit(api, namespace, body, dry_run=False)
     assert created.accepted, (created.message, body)
     generation = created.stored["metadata"].get("generation", 1) if created.stored else 1
-    conditions: dict[str, tuple[str, str]] = {}
-    deadline = started + RECONCILE_TIMEOUT
-    while time.monotonic() < deadline:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        status = obj.get("status") or {}
-        if status.get("conditions") and (status.get("observedGeneration") or 0) >= generation:
-            conditions = {c["type"]: (c["status"], c.get("reason", "")) for c in status["conditions"]}
-            break
-        if any(f"{namespace}/{name} crashed" in r for r in controller_errors.records[errors_before:]):
-            break
-        time.sleep(0.05)
+    conditions = wait_status(api, namespace, name, generation, errors_before, warnings, warnings_before)
     seconds = time.monotonic() - started
+    quiet_writes = writes_while_quiet(operator, namespace) if QUIET > 0 and operator is not None and conditions else 0
     mine = f"{namespace}/{name}"
     crashes = [r for r in controller_errors.records[errors_before:] if mine in r]
     warned = [r for r in warnings.records[warnings_before:] if mine in r]
     api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
-    return Reconciled(conditions, crashes, warned, seconds)
+    return Reconciled(conditions, crashes, warned, seconds, quiet_writes)
 
 
 # ------------------------------------------------------------------------------------------- the checks
@@ -282,6 +313,7 @@ class Tally:
     reasons: Counter[str] = field(default_factory=Counter)
     reconcile_seconds: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    quiet_writers: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, Any]:
@@ -293,18 +325,21 @@ class Tally:
             "mutated": self.counts["mutated"],
             "mutated_accepted": self.counts["mutated accepted"],
             "reconciled_for_real": self.counts["real"],
+            "hot_loops": self.counts["hot loops"],
+            "updates_reconciled": self.counts["updates"],
             "reconcile_p50_s": round(secs[len(secs) // 2], 3) if secs else None,
             "reconcile_max_s": round(secs[-1], 3) if secs else None,
             "known_disagreements": dict(self.known),
             "conditions": dict(self.reasons.most_common()),
             "time_in_s": {k: round(v, 1) for k, v in self.timing.items()},
             "controller_warnings": self.warnings[:20],
+            "writes_while_idle": self.quiet_writers[:10],
             "seconds": round(time.monotonic() - self.started, 1),
         }
 
 
 def check(case: FuzzCase, api: Any, namespace: str, tmp: Path, warnings: _Warnings, *, real: bool,
-          tally: Tally | None = None, allow_known: bool = True) -> None:
+          tally: Tally | None = None, allow_known: bool = True, operator: Operator | None = None) -> None:
     """Every property the module docstring lists, for one spec."""
     body = case.body
     clock = time.monotonic()
@@ -346,15 +381,25 @@ def check(case: FuzzCase, api: Any, namespace: str, tmp: Path, warnings: _Warnin
     tamed["metadata"]["name"] = f"fz-{uuid.uuid4().hex[:10]}"
     if not submit(api, namespace, tamed, dry_run=True).accepted:
         return  # taming broke a rule (it only lowers counts and rewrites URLs, so this is rare)
-    done = reconcile_for_real(api, namespace, tamed, warnings)
+    clock = time.monotonic()
+    done = reconcile_for_real(api, namespace, tamed, warnings, operator)
     if tally is not None:
         tally.counts["real"] += 1
         tally.reconcile_seconds.append(done.seconds)
         tally.warnings += done.warnings
+        tally.timing["real"] += time.monotonic() - clock
+        tally.counts["hot loops"] += done.quiet_writes > 0
         for type_, (status, reason) in done.conditions.items():
             tally.reasons[f"{type_}={status}/{reason}"] += 1
     assert not done.crashes, "the operator crashed on an accepted spec:\n" + "\n".join(done.crashes)
+    if not done.conditions and allow_known and any(SSA_500 in w for w in done.warnings):
+        if tally is not None:
+            tally.known["operator-ssa-500-no-status"] += 1
+        return
     assert done.conditions, f"no status after {done.seconds:.1f}s for an accepted spec"
+    if done.quiet_writes and tally is not None:
+        # Not failed: pods that kwok starts late are real changes the status follows. Listed for a look.
+        tally.quiet_writers.append({"writes": done.quiet_writes, "spec": tamed["spec"]})
     for type_, (_status, reason) in done.conditions.items():
         assert reason, f"condition {type_} without a reason"
 
@@ -388,7 +433,54 @@ def test_fuzzed_specs(cluster: Cluster, operator: Operator, fuzz_namespace: str,
     # A third of the accepted specs are also created for real: chosen by the spec's own hash, so that hypothesis
     # replays a failing spec the same way while it shrinks it.
     real = zlib.crc32(json.dumps(case.body, sort_keys=True).encode()) % REAL_ONE_IN == 0
-    check(case, custom_api, fuzz_namespace, tmp_path / "spec.yaml", controller_warnings, real=real, tally=TALLY)
+    check(case, custom_api, fuzz_namespace, tmp_path / "spec.yaml", controller_warnings, real=real, tally=TALLY,
+          operator=operator)
+
+
+UPDATES = int(os.environ.get("LLMOPS_FUZZ_UPDATES", "12"))
+# After an update, crashes are looked for this long more: the new revision's pods come up and the rollout moves.
+SETTLE_AFTER_UPDATE = 1.0
+
+
+@settings(max_examples=UPDATES, deadline=None, database=None, print_blob=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(first=llmdeployments(mutate=0), second=llmdeployments(mutate=0))
+def test_fuzzed_updates(cluster: Cluster, operator: Operator, fuzz_namespace: str, custom_api: Any,
+                        controller_warnings: _Warnings, first: FuzzCase, second: FuzzCase) -> None:
+    """One accepted spec replaced by another on a live object: the operator's rollout code (RollingUpdate or a
+    fuzzed canary from an existing revision) must not crash, and every condition keeps a reason."""
+    api, namespace = custom_api, fuzz_namespace
+    name = f"fu-{uuid.uuid4().hex[:10]}"
+    bodies = [tame(first.body), tame(second.body)]
+    for body in bodies:
+        body["metadata"]["name"] = name
+        assume(submit(api, namespace, body, dry_run=True).accepted)
+    for body in bodies:
+        provide_references(api, namespace, body)
+    errors_before, warnings_before = len(controller_errors.records), len(controller_warnings.records)
+    created = submit(api, namespace, bodies[0], dry_run=False)
+    assert created.accepted, created.message
+    try:
+        before = wait_status(api, namespace, name, 1, errors_before, controller_warnings, warnings_before)
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        obj["spec"] = bodies[1]["spec"]
+        replaced = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, obj)
+        after = wait_status(api, namespace, name, replaced["metadata"]["generation"], errors_before,
+                            controller_warnings, warnings_before)
+        time.sleep(SETTLE_AFTER_UPDATE)
+    finally:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
+    crashes = [r for r in controller_errors.records[errors_before:] if f"{namespace}/{name}" in r]
+    assert not crashes, "the operator crashed updating one accepted spec to another:\n" + "\n".join(crashes)
+    if not (before and after) and any(f"{namespace}/{name} failed" in r and SSA_500 in r
+                                      for r in controller_warnings.records[warnings_before:]):
+        TALLY.known["operator-ssa-500-no-status"] += 1
+        return
+    assert before and after, f"no status for a generation (first: {before}, after the update: {after})"
+    for type_, (_status, reason) in after.items():
+        assert reason, f"condition {type_} without a reason"
+    TALLY.counts["updates"] += 1
 
 
 def test_fuzz_figures() -> None:
@@ -417,4 +509,4 @@ def test_regression_specs(cluster: Cluster, operator: Operator, fuzz_namespace: 
     real reconcile when the API server accepts them."""
     case = FuzzCase(entry["body"], entry.get("mutation"))
     check(case, custom_api, fuzz_namespace, tmp_path / "spec.yaml", controller_warnings, real=True,
-          allow_known=False)
+          allow_known=False, operator=operator)
