@@ -319,6 +319,7 @@ def converge(kube: Kube, namespace: str, timeout: float, since: float | None = N
     since = time.monotonic() if since is None else since
     deadline = time.monotonic() + timeout
     last: dict[str, list[str]] = {}
+    next_log = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             last = check(kube, namespace)
@@ -326,6 +327,10 @@ def converge(kube: Kube, namespace: str, timeout: float, since: float | None = N
             last = {"check_error": [str(exc)]}
         if not any(last.values()):
             return time.monotonic() - since, summary(last)
+        if time.monotonic() >= next_log:  # what is still pending, for a slow convergence's story
+            log(f"  not yet converged after {time.monotonic() - since:.0f}s: "
+                + json.dumps({k: v[:2] for k, v in last.items() if v}))
+            next_log = time.monotonic() + 10
         time.sleep(0.5)
     detail = {k: v[:5] for k, v in last.items() if v}
     raise AssertionError(f"not converged after {timeout:.0f}s: {summary(last)}; e.g. {json.dumps(detail)}")
@@ -452,9 +457,9 @@ def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace
     healthy_at = time.monotonic()
     # A change made just after the outage: the operator's watches must have re-established to see it.
     after_name, new_revision = names[-1], f"after-{component}"
-    kube.patch(**LLMD, namespace=namespace, name=after_name, body={"spec": {"model": {"revision": new_revision}}})
+    generation = kube.patch(**LLMD, namespace=namespace, name=after_name,
+                            body={"spec": {"model": {"revision": new_revision}}})["metadata"]["generation"]
     changed_at = time.monotonic()
-    generation = kube.get(**LLMD, namespace=namespace, name=after_name)["metadata"]["generation"]  # type: ignore[index]
     deadline = changed_at + timeout
     while ((kube.get(**LLMD, namespace=namespace, name=after_name) or {}).get("status") or {}).get(
             "observedGeneration") != generation:  # the operator has seen the change and written its status
@@ -630,12 +635,31 @@ def main() -> int:
     finally:
         for op in ops:
             op.stop()
-        cluster.down()
+        cluster.down(keep_logs=True)  # the components' logs stay in the state folder for a failed run's story
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
-    return 0
+    problems = failures(results)
+    for problem in problems:
+        log(f"FAILED: {problem}")
+    return 1 if problems else 0
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    """What a run's figures say went wrong (empty: every criterion held)."""
+    out = []
+    for key, res in results.items():
+        if not isinstance(res, dict):
+            continue
+        out += [f"{key}: {k} = {v}" for k, v in (res.get("final") or {}).items() if v]
+        for k in ("crashed_reconciles", "old_children_adopted", "children_not_owned_by_new_uid"):
+            if res.get(k):
+                out.append(f"{key}: {k} = {res[k]}")
+        for k in ("changes_before_outage_applied", "change_after_outage_seen"):
+            if k in res and not res[k]:
+                out.append(f"{key}: {k} is false")
+    return out
 
 
 if __name__ == "__main__":
