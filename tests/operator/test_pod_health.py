@@ -44,7 +44,8 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_fields(reason: s
 
 
 def test_a_model_that_does_not_load_quotes_the_last_log_line() -> None:
-    log = "I1123 loading\nE1123 model directory /mnt/model has no config.json (found: nothing): the model volume is empty"
+    log = ("I1123 loading\n"
+           "E1123 model directory /mnt/model has no config.json (found: nothing): the model volume is empty")
     found = pod_problem(pod(containers=[crashed("triton", restarts=3, code=1, message=log), RUNNING_FRONT]))
     assert found is not None and found.reason == "ModelLoadFailed"
     assert "model directory /mnt/model has no config.json" in found.message

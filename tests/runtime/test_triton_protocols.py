@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from llm_runtime.triton_protocol import (
     TRTLLM_DEFAULT_MAX_TOKENS,
     GenParams,

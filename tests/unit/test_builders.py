@@ -92,7 +92,9 @@ def test_monitor_only_when_crds_exist_and_enabled() -> None:
     service_monitor = children(make({"monitoring": {"kind": "ServiceMonitor", "labels": {"release": "prom"}}}))
     sm = service_monitor["ServiceMonitor"]
     assert sm["metadata"]["labels"]["release"] == "prom"
-    (endpoint,) = sm["spec"]["endpoints"]
+    endpoint, front_endpoint = sm["spec"]["endpoints"]
+    assert front_endpoint["port"] == "openai" and front_endpoint["path"] == "/metrics"
+    assert front_endpoint["relabelings"] == endpoint["relabelings"]
     assert {k: endpoint[k] for k in ("port", "path", "interval")} == {"port": "metrics", "path": "/metrics",
                                                                       "interval": "15s"}
     # The revision label every canonical series keeps (docs/metrics.md), from the pod's revision label.
@@ -679,5 +681,5 @@ def test_served_model_name_is_the_openai_id_and_the_triton_name_stays_a_folder_n
 
 @pytest.mark.parametrize("bad", ["/leading", "trailing/", "with space", "tab\tname", "a" * 257, "ümlaut/x"])
 def test_served_model_name_rejects_what_no_client_sends(bad: str) -> None:
-    with pytest.raises(Exception, match="servedModelName|served_model_name"):
+    with pytest.raises(Exception, match=r"servedModelName|served_model_name"):
         make({"model": {"servedModelName": bad}})

@@ -36,6 +36,8 @@ TRITON_CORE = {
 # What each backend's pod exports: its own series plus tritonserver's (prometheus_client's parser names a
 # counter family without its _total suffix), plus the emulator's own stand-in for CPU utilisation.
 EMULATED = {EMULATED_CPU_UTILIZATION}
+# Every model pod's OpenAI front (source="front"); the python backend's families already carry these names.
+FRONT = {"llm_requests_failed", "llm_requests_rejected"}
 EXPECTED_FAMILIES: dict[Backend, set[str]] = {
     "python": {
         "llm_queue_depth", "llm_running_requests", "llm_kv_cache_usage_ratio", "llm_prompt_tokens",
@@ -45,11 +47,11 @@ EXPECTED_FAMILIES: dict[Backend, set[str]] = {
     "vllm": {
         "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:prompt_tokens",
         "vllm:generation_tokens", "vllm:request_success", "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds", *TRITON_CORE, *EMULATED,
+        "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds", *TRITON_CORE, *EMULATED, *FRONT,
     },
     "tensorrtllm": {
         "nv_trt_llm_request_metrics", "nv_trt_llm_kv_cache_block_metrics", "nv_llm_input_token_len",
-        "nv_llm_output_token_len", *TRITON_CORE, *EMULATED,
+        "nv_llm_output_token_len", *TRITON_CORE, *EMULATED, *FRONT,
     },
 }
 

@@ -126,10 +126,22 @@ REVISION_META_LABEL = "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() 
 
 
 def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | None) -> dict[str, Any]:
-    """A Prometheus Operator PodMonitor or ServiceMonitor (`spec.monitoring.kind`) scraping port `metrics`."""
+    """A Prometheus Operator PodMonitor or ServiceMonitor (`spec.monitoring.kind`) scraping Triton's port
+    `metrics` and the OpenAI front's port `openai` (its own errors and refusals, `source="front"`, which the
+    canary's error rate adds to the model's)."""
     mon = llmd.spec.monitoring
     # The two kinds differ only in where the endpoint list lives.
     endpoints_key = "podMetricsEndpoints" if mon.kind == "PodMonitor" else "endpoints"
+
+    def endpoint(port: str) -> dict[str, Any]:
+        return {
+            "port": port, "path": "/metrics", "interval": mon.interval,
+            # The canonical series (llm_operator.metrics) keep a `revision` label, so the canary analysis can
+            # compare revisions: copy it from the pod's serving.llmops.dev/revision label.
+            "relabelings": [{"sourceLabels": [REVISION_META_LABEL], "targetLabel": "revision",
+                             "action": "replace"}],
+        }
+
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": mon.kind,
@@ -143,13 +155,7 @@ def build_monitor(llmd: api.LLMDeployment, *, namespace: str, owner_uid: str | N
         ),
         "spec": {
             "selector": {"matchLabels": selector_labels(llmd)},
-            endpoints_key: [{
-                "port": "metrics", "path": "/metrics", "interval": mon.interval,
-                # The canonical series (llm_operator.metrics) keep a `revision` label, so the canary analysis can
-                # compare revisions: copy it from the pod's serving.llmops.dev/revision label.
-                "relabelings": [{"sourceLabels": [REVISION_META_LABEL], "targetLabel": "revision",
-                                 "action": "replace"}],
-            }],
+            endpoints_key: [endpoint("metrics"), endpoint("openai")],
         },
     }
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from llm_operator.metrics import PythonSeries, TensorRTLLMSeries, TritonSeries, VLLMSeries
+from llm_operator.metrics import FrontSeries, PythonSeries, TensorRTLLMSeries, TritonSeries, VLLMSeries
 
 from ._model import Histogram, PodState
 
@@ -190,6 +190,16 @@ class Exported:
     kv_cache_tokens: float
 
 
+def _front(w: _Writer, state: PodState) -> None:
+    """The OpenAI front every model pod runs: its own failures and refusals. The emulated front never fails on
+    its own (the emulated engine's errors are the model's), so both stay 0; they are exported because every
+    backend's rules read them."""
+    labels = (*_pod_labels(state), ("model", state.info.model), ("version", "1"),
+              (FrontSeries.SOURCE_LABEL, FrontSeries.SOURCE))
+    w.counter(FrontSeries.REQUESTS_FAILED, "Requests the OpenAI front answered 5xx on its own", labels, 0.0)
+    w.counter(FrontSeries.REQUESTS_REJECTED, "Requests the OpenAI front refused at its in-flight limit", labels, 0.0)
+
+
 def render(pods: Iterable[Exported]) -> str:
     """The /metrics body for ``pods`` (each pod's own backend series, and the emulated CPU utilisation)."""
     w = _Writer()
@@ -203,5 +213,6 @@ def render(pods: Iterable[Exported]) -> str:
             _vllm(w, pod.state)
         else:
             _tensorrtllm(w, pod.state, batch_slots=pod.batch_slots, kv_cache_tokens=pod.kv_cache_tokens)
+        _front(w, pod.state)
     return w.text()
 
