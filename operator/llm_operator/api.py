@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -212,9 +213,13 @@ Quantity = Annotated[
     ),
 ]
 
+# The API server prunes a null map value (`podAnnotations: {a: null}` is stored as `{}`); so does the mirror.
+_NO_NULL_VALUES = BeforeValidator(lambda d: {k: v for k, v in d.items() if v is not None} if isinstance(d, dict) else d)
+
 ShortMap = Annotated[
     dict[Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=1024)]],
     Field(max_length=32),
+    _NO_NULL_VALUES,
 ]
 
 
@@ -386,6 +391,7 @@ class RuntimeSpec(_Model):
             Annotated[str, StringConstraints(max_length=1024)],
         ],
         Field(max_length=64),
+        _NO_NULL_VALUES,
     ] = Field(default_factory=dict)
     """Backend parameters. vllm: extra `AsyncEngineArgs` written to `model.json` (values that parse as JSON,
     such as `0.85` or `true`, are written as JSON); python and tensorrtllm: `parameters` in `config.pbtxt`."""

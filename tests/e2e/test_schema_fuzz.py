@@ -1,7 +1,7 @@
 """Specs fuzzed from the CRD schema, sent to the real API server and reconciled by the real operator (issue #13).
 
-Each generated LLMDeployment (tests/e2e/crd_fuzz_strategies.py: near-valid specs, a quarter with one keyword
-broken on purpose) is created with `dryRun=All` and `fieldValidation=Strict` (as `kubectl apply` does):
+Each generated LLMDeployment (tests/e2e/crd_fuzz_strategies.py: near-valid specs, about one in six with one
+keyword broken on purpose) is created with `dryRun=All` and `fieldValidation=Strict` (as `kubectl apply` does):
 - rejected: a 422 whose message is not empty and names the field (a cause with a field, or the path in the text);
 - accepted: the stored, defaulted object parses in the operator's pydantic models;
 - either way `llmctl render`'s path (api.parse, then the builders) agrees with the API server: it renders exactly
@@ -10,9 +10,10 @@ broken on purpose) is created with `dryRun=All` and `fieldValidation=Strict` (as
   is written (any condition, Degraded with a reason included) and the controller logs no crash (the autouse
   `_fail_on_controller_crash` fixture checks that too).
 
-`LLMOPS_FUZZ_EXAMPLES` sets the number of specs (default 300, under a minute); bench/fuzz_specs.py runs thousands
-and prints the figures. Specs that once failed are kept in tests/e2e/schema_fuzz_regressions.json and replayed
-by `test_regression_specs`.
+`test_fuzzed_updates` replaces one accepted spec with another on a live object (the rollout code from an existing
+revision) with the same checks. `LLMOPS_FUZZ_EXAMPLES` and `LLMOPS_FUZZ_UPDATES` set the numbers (default 300
+and 6); bench/fuzz_specs.py runs thousands and prints the figures (docs/fuzzing.md).
+Specs that once failed are kept in tests/e2e/schema_fuzz_regressions.json and replayed by `test_regression_specs`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ GROUP, VERSION, PLURAL = "serving.llmops.dev", "v1alpha1", "llmdeployments"
 EXAMPLES = int(os.environ.get("LLMOPS_FUZZ_EXAMPLES", "300"))
 REPORT = os.environ.get("LLMOPS_FUZZ_REPORT")  # write the figures as JSON here
 REGRESSIONS = Path(__file__).with_name("schema_fuzz_regressions.json")
-REAL_ONE_IN = int(os.environ.get("LLMOPS_FUZZ_REAL_ONE_IN", "3"))
+REAL_ONE_IN = int(os.environ.get("LLMOPS_FUZZ_REAL_ONE_IN", "4"))
 # With QUIET > 0 (bench/fuzz_specs.py), a real create is also watched for a hot loop: once the operator's queue is
 # idle, it must not write in this namespace for QUIET seconds.
 QUIET = float(os.environ.get("LLMOPS_FUZZ_QUIET_SECONDS", "0"))
@@ -235,8 +236,12 @@ def provide_references(api: Any, namespace: str, body: dict[str, Any]) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from llm_operator import api as llm_api
+    from pydantic import ValidationError
 
-    model = llm_api.parse(body).spec.model
+    try:
+        model = llm_api.parse(body).spec.model
+    except ValidationError:
+        return  # a known disagreement (render refuses what the API server takes): nothing to provide
     core = client.CoreV1Api(api.api_client)
     objects: list[tuple[Any, Any]] = []
     if model.secret_ref is not None:
@@ -430,16 +435,16 @@ TALLY = Tally()
 @given(case=llmdeployments())
 def test_fuzzed_specs(cluster: Cluster, operator: Operator, fuzz_namespace: str, custom_api: Any,
                       controller_warnings: _Warnings, tmp_path: Path, case: FuzzCase) -> None:
-    # A third of the accepted specs are also created for real: chosen by the spec's own hash, so that hypothesis
+    # One in REAL_ONE_IN accepted specs is also created for real: chosen by the spec's own hash, so that hypothesis
     # replays a failing spec the same way while it shrinks it.
     real = zlib.crc32(json.dumps(case.body, sort_keys=True).encode()) % REAL_ONE_IN == 0
     check(case, custom_api, fuzz_namespace, tmp_path / "spec.yaml", controller_warnings, real=real, tally=TALLY,
           operator=operator)
 
 
-UPDATES = int(os.environ.get("LLMOPS_FUZZ_UPDATES", "12"))
+UPDATES = int(os.environ.get("LLMOPS_FUZZ_UPDATES", "6"))
 # After an update, crashes are looked for this long more: the new revision's pods come up and the rollout moves.
-SETTLE_AFTER_UPDATE = 1.0
+SETTLE_AFTER_UPDATE = 0.5
 
 
 @settings(max_examples=UPDATES, deadline=None, database=None, print_blob=True,
@@ -463,9 +468,11 @@ def test_fuzzed_updates(cluster: Cluster, operator: Operator, fuzz_namespace: st
     assert created.accepted, created.message
     try:
         before = wait_status(api, namespace, name, 1, errors_before, controller_warnings, warnings_before)
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        obj["spec"] = bodies[1]["spec"]
-        replaced = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, obj)
+        # A JSON patch replacing the whole spec: no resourceVersion, so the operator's status writes cannot make
+        # it conflict, and nothing of the first spec is merged into the second.
+        replaced = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                      [{"op": "replace", "path": "/spec", "value": bodies[1]["spec"]}],
+                                                      _content_type="application/json-patch+json")
         after = wait_status(api, namespace, name, replaced["metadata"]["generation"], errors_before,
                             controller_warnings, warnings_before)
         time.sleep(SETTLE_AFTER_UPDATE)
