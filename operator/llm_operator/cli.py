@@ -130,9 +130,24 @@ def _chart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_image(args: argparse.Namespace, command: str) -> bool:
+    if args.runtime_image is None:
+        return True
+    from llm_operator.builders import set_runtime_image
+
+    try:
+        set_runtime_image(args.runtime_image)
+    except ValueError as exc:
+        print(f"llmctl {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _render(args: argparse.Namespace) -> int:
     from llm_operator.builders import render_file
 
+    if not _runtime_image(args, "render"):
+        return 2
     try:
         sys.stdout.write(render_file(Path(args.filename)))
     except (OSError, ValueError) as exc:
@@ -145,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
     from llm_operator import _leader
     from llm_operator.operator import run_operator
 
+    if not _runtime_image(args, "run"):
+        return 2
     election = None
     if args.leader_elect:
         election = _leader.Config(
@@ -185,6 +202,12 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_runtime.cli import run_serve
 
     return run_serve(args)
+
+
+RUNTIME_IMAGE_HELP = (
+    "the runtime image (default ghcr.io/llmops-dev/triton-llm-runtime:<version>, what `make images` tags): the "
+    "python backend's default image and every model pod's openai container; the chart sets it from runtimeImage"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="print the manifests the operator would create, with no cluster")
     render.add_argument("-f", "--filename", required=True, help="YAML file with one or more LLMDeployments")
+    render.add_argument("--runtime-image", default=None, metavar="IMAGE", help=RUNTIME_IMAGE_HELP)
     render.set_defaults(func=_render)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--runtime-image", default=None, metavar="IMAGE", help=RUNTIME_IMAGE_HELP)
     run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     run.add_argument("--metrics-address", default="127.0.0.1",

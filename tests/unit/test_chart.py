@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -687,3 +688,48 @@ def test_containerfile_builds_what_the_chart_runs(home: Path) -> None:
     assert re.search(r"pip install [^\n]*/src$", text, re.M) and "[runtime]" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "operator" not in ignored and "runtime" not in ignored
+
+
+def test_one_value_moves_both_images_and_the_runtime_image_reaches_the_model_pods(home: Path) -> None:
+    from llm_operator import builders
+
+    def images(values: dict[str, Any] | None) -> tuple[str, str]:
+        (c,) = one(render(values, home), "Deployment")["spec"]["template"]["spec"]["containers"]
+        args = cli.build_parser().parse_args(c["args"])
+        return c["image"], args.runtime_image
+
+    operator_image, runtime_image = images(None)
+    # The defaults are what `make images` tags, and what the operator uses without the flag.
+    assert runtime_image == builders.DEFAULT_IMAGES["python"]
+    tag = runtime_image.split(":")[-1]
+    assert operator_image == f"ghcr.io/llmops-dev/triton-llm-operator:{tag}"
+    moved = images({"imageRegistry": "registry.example.com/llmops"})
+    assert moved == (f"registry.example.com/llmops/triton-llm-operator:{tag}",
+                     f"registry.example.com/llmops/triton-llm-runtime:{tag}")
+    pinned = images({"runtimeImage": {"digest": "sha256:" + "b" * 64}})
+    assert pinned[1] == "ghcr.io/llmops-dev/triton-llm-runtime@sha256:" + "b" * 64
+    with pytest.raises(AssertionError, match="/imageRegistry"):
+        render({"imageRegistry": "has space"}, home)
+
+
+def test_the_runtime_image_flag_sets_the_python_image_and_every_front(tmp_path: Path) -> None:
+    from llm_operator import builders
+
+    src = tmp_path / "m.yaml"
+    src.write_text(yaml.safe_dump({
+        "apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "m"},
+        "spec": {"model": {"name": "m", "uri": "hf://org/m"}, "runtime": {"backend": "vllm"},
+                 "resources": {"gpu": {"count": 1}}},
+    }))
+    # A child process: the setting is process-wide, for the operator's whole life.
+    out = subprocess.run([sys.executable, "-m", "llm_operator.cli", "render", "-f", str(src),
+                          "--runtime-image=registry.example.com/llmops/triton-llm-runtime:9"],
+                         capture_output=True, text=True, check=True).stdout
+    assert builders.DEFAULT_IMAGES["python"] != "registry.example.com/llmops/triton-llm-runtime:9"
+    deploy = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
+    triton, front = deploy["spec"]["template"]["spec"]["containers"]
+    assert front["image"] == "registry.example.com/llmops/triton-llm-runtime:9"
+    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    bad = subprocess.run([sys.executable, "-m", "llm_operator.cli", "render", "-f", str(src), "--runtime-image=a b"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--runtime-image must be an image reference" in bad.stderr

@@ -50,10 +50,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* image@digest, else image:tag with the tag defaulting to the chart's appVersion. */}}
 {{- define "triton-llm-operator.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- include "triton-llm-operator.imageRef" (list . .Values.image) }}
+{{- end }}
+
+{{/* The runtime image the operator puts in model pods (llmctl run --runtime-image). */}}
+{{- define "triton-llm-operator.runtimeImage" -}}
+{{- include "triton-llm-operator.imageRef" (list . .Values.runtimeImage) }}
+{{- end }}
+
+{{/* repository[:tag|@digest] of an image value; imageRegistry, when set, replaces everything before the name. */}}
+{{- define "triton-llm-operator.imageRef" -}}
+{{- $root := index . 0 }}
+{{- $img := index . 1 }}
+{{- $repo := $img.repository }}
+{{- if $root.Values.imageRegistry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" $root.Values.imageRegistry) (last (splitList "/" $img.repository)) }}
+{{- end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repo (default $root.Chart.AppVersion $img.tag) }}
 {{- end }}
 {{- end }}
 

@@ -44,6 +44,7 @@ from ._meta import (
     ready_text,
     selector_labels,
     selector_string,
+    set_runtime_image,
 )
 from .autoscaling import (
     DEFAULT_BEHAVIOR,
@@ -134,5 +135,6 @@ __all__ = [
     "route_weights",
     "selector_labels",
     "selector_string",
+    "set_runtime_image",
     "termination_grace_seconds",
 ]

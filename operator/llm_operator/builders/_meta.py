@@ -43,6 +43,17 @@ DEFAULT_IMAGES: dict[str, str] = {
     "vllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-vllm-python-py3",
     "tensorrtllm": f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-trtllm-python-py3",
 }
+
+
+def set_runtime_image(image: str) -> None:
+    """Where this installation's runtime image lives (`llmctl run|render --runtime-image`, the chart's
+    `runtimeImage`/`imageRegistry`): the python backend's default image and the image of every pod's `openai`
+    container. Set once at start-up, before any object is built, so a process renders one image throughout."""
+    if not image or any(c.isspace() for c in image):
+        raise ValueError(f"--runtime-image must be an image reference, got {image!r}")
+    DEFAULT_IMAGES["python"] = image
+
+
 # KServe's storage initializer: `args: [<uri>, <dest>]`, reads HF_TOKEN / AWS_* from the environment and
 # understands hf://repo:revision, s3:// and gs://.
 FETCH_IMAGE = "kserve/storage-initializer:v0.15.2"
