@@ -418,15 +418,18 @@ def operator_kills(kube: Kube, op: Operator, namespace: str, *, objects: int, ki
 
 def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace: str, component: str, *,
                       objects: int, outage: float, rng: random.Random, timeout: float = 180.0) -> dict[str, Any]:
-    """`component` SIGKILLed right after every object's spec changed (so reconciles are due while it is down),
-    kept down `outage` s while the operator runs on, started again with the same flags and data; a change made
-    just after the start. Reports the operator's API request rate and CPU during the outage and the time until
-    everything, both changes included, converged."""
+    """`component` SIGKILLed mid-storm, right after every object's spec changed (so reconciles are due while it
+    is down), kept down `outage` s while the operator runs on, started again with the same flags and data; a
+    change made just after the start. Reports the operator's API request rate and CPU during the outage and the
+    time until everything, both changes included, converged."""
     names = [f"restart-{i}" for i in range(objects)]  # the same objects for both components when run in a row
-    storm = Storm(kube, namespace, names, rng, interval=0.1)
+    creator = Storm(kube, namespace, names, rng)
     for name in names:
         if kube.get(**LLMD, namespace=namespace, name=name) is None:
-            storm.step(name)
+            creator.step(name)
+    # Mid-storm: random operations on other objects from 2 s before the crash until 2 s after the restart (its
+    # writes fail while the component is down, counted in storm_errors).
+    storm = Storm(kube, namespace, [f"storm-{i}" for i in range(objects)], rng, interval=0.1)
     if op.proc is None or op.proc.poll() is not None:
         op.start()
     converge(kube, namespace, timeout)
@@ -441,25 +444,30 @@ def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    time.sleep(1.0)
-    wanted = {}
-    for name in names:  # a change to every object just before the crash: reconciles in flight and due
-        wanted[name] = rng.randint(1, 3)
-        kube.patch(**LLMD, namespace=namespace, name=name, body={"spec": {"replicas": wanted[name],
-                                                                          "podAnnotations": {"chaos": component}}})
-    cpu0 = op.cpu_seconds()
-    down_at = time.monotonic()
-    cluster.stop_component(component, kill=True)
-    time.sleep(outage)
-    up_at = time.monotonic()
-    cpu_down = op.cpu_seconds() - cpu0
-    cluster.start_component(component, timeout=120)
-    healthy_at = time.monotonic()
-    # A change made just after the outage: the operator's watches must have re-established to see it.
-    after_name, new_revision = names[-1], f"after-{component}"
-    generation = kube.patch(**LLMD, namespace=namespace, name=after_name,
-                            body={"spec": {"model": {"revision": new_revision}}})["metadata"]["generation"]
-    changed_at = time.monotonic()
+    storm.start()
+    try:
+        time.sleep(2.0)
+        wanted = {}
+        for name in names:  # a change to every object just before the crash: reconciles in flight and due
+            wanted[name] = rng.randint(1, 3)
+            kube.patch(**LLMD, namespace=namespace, name=name, body={"spec": {"replicas": wanted[name],
+                                                                              "podAnnotations": {"chaos": component}}})
+        cpu0 = op.cpu_seconds()
+        down_at = time.monotonic()
+        cluster.stop_component(component, kill=True)
+        time.sleep(outage)
+        up_at = time.monotonic()
+        cpu_down = op.cpu_seconds() - cpu0
+        cluster.start_component(component, timeout=120)
+        healthy_at = time.monotonic()
+        # A change made just after the outage: the operator's watches must have re-established to see it.
+        after_name, new_revision = names[-1], f"after-{component}"
+        generation = kube.patch(**LLMD, namespace=namespace, name=after_name,
+                                body={"spec": {"model": {"revision": new_revision}}})["metadata"]["generation"]
+        changed_at = time.monotonic()
+        time.sleep(2.0)
+    finally:
+        storm.stop()
     deadline = changed_at + timeout
     while ((kube.get(**LLMD, namespace=namespace, name=after_name) or {}).get("status") or {}).get(
             "observedGeneration") != generation:  # the operator has seen the change and written its status
@@ -489,6 +497,7 @@ def component_restart(kube: Kube, op: Operator, cluster: LocalCluster, namespace
               "operator_cpu_during_outage_s": round(cpu_down, 2),
               "after_change_status_written_s": round(seen_at - changed_at, 2),
               "after_change_reconciled_s": round(settled, 2),
+              "storm_ops": dict(storm.ops), "storm_errors": dict(storm.errors),
               "changes_before_outage_applied": kept, "change_after_outage_seen": bool(seen), "final": counts,
               "crashed_reconciles": len(op.crashes())}
     log(f"{component} restart: {json.dumps(result)}")
