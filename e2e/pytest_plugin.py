@@ -35,12 +35,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-cluster", action="store_true", help="do not stop the session's cluster")
 
 
+# Modules whose tests run on the second cluster under pytest-xdist: the longest, wait-bound ones (HPA windows,
+# metrics scrapes, operator restarts), so that the two clusters' waits overlap. Balanced by the durations
+# `make test --durations` reports; a module not listed runs on the first.
+SECOND_CLUSTER = frozenset({
+    "test_autoscaling_loop",
+    "test_metrics_bed",
+    "test_simulate_fidelity",
+    "test_chaos",
+    "test_leader_election",
+    "test_operator_pod",
+    "test_pods",
+})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Under pytest-xdist (--dist loadgroup) every cluster test runs on one worker, so one cluster serves them
-    # all while other workers run the unit and runtime tests.
+    # Under pytest-xdist (--dist loadgroup) the cluster tests run on two workers, each with its own cluster
+    # (the `cluster` fixture is per session, that is per worker), while another worker runs the unit, runtime
+    # and podman tests.
+    # Every other module is one unit of work too, so a module's fixtures (a tritonserver, a podman pod) start
+    # once, not once per worker that happens to get one of its tests.
     for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
         if item.get_closest_marker("cluster") is not None:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+            item.add_marker(pytest.mark.xdist_group("cluster-2" if module in SECOND_CLUSTER else "cluster"))
+        elif item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(f"module-{module}"))
 
 
 @dataclass
@@ -164,7 +184,19 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     # One cluster per session, with the metrics test bed: it adds about a second to the start-up (Prometheus,
     # the emulator and the adapter start while the controllers do). Emulated pods load their model for
     # TRAFFIC_STARTUP_DELAY s, so a test can see a pod that exports nothing yet.
-    info = local.up(timeout=240, metrics=True, traffic_startup_delay=TRAFFIC_STARTUP_DELAY)
+    from llm_operator.dev._cluster import ClusterError
+
+    for attempt in range(3):
+        try:
+            info = local.up(timeout=240, metrics=True, traffic_startup_delay=TRAFFIC_STARTUP_DELAY)
+            break
+        except ClusterError as exc:
+            # Free ports are picked before the components bind them; with two clusters starting at once (one
+            # per xdist worker), another process can take one in between. A fresh set of ports fixes that.
+            local.down()
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+            local = LocalCluster(state_dir=state / f"state-{attempt + 1}")
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = info.kubeconfig  # kopf and the kubernetes client read it
     try:

@@ -3,7 +3,7 @@
 helm installs the chart into the real local cluster (its ServiceAccount, RBAC, Deployment: kwok "runs" that pod,
 nothing executes). The same Deployment, read back from the API server, is then played by podman with the image
 `make images` built, on the ServiceAccount's TokenRequest token, and must reconcile an LLMDeployment to Ready.
-Part of `make images-test`, not of `make test`.
+Part of `make test` (and of `make images-test`, which runs only the podman tests).
 
 What the kubelet would do and podman does not, done here by hand (docs/images.md):
 * the projected ServiceAccount volume: token, ca.crt and namespace in a folder mounted at
@@ -32,7 +32,8 @@ from tests.e2e.test_chart_install import CHART, adopt_crd, forbidden, http_get, 
 from tests.e2e.test_operator import apply, llmd, wait_condition
 from tests.unit.test_chart import helm
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("podman")]
+# On the second cluster's worker (e2e/pytest_plugin.py), beside the model-pod tests of images/test_pods.py.
+pytestmark = [pytest.mark.cluster]
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

@@ -26,7 +26,9 @@ import yaml
 from llm_operator import images
 from llm_operator.builders import render_file
 
-pytestmark = pytest.mark.xdist_group("podman")
+# One module, one worker: every test shares the module's pod. The closed-loop test needs the dev cluster, so the
+# module runs on the second cluster's worker (e2e/pytest_plugin.py SECOND_CLUSTER).
+pytestmark = pytest.mark.cluster
 
 EXIT_TIMEOUT = 20
 
@@ -323,6 +325,70 @@ def test_the_openai_container_answers_the_official_client_with_the_served_model_
     with pytest.raises(NotFoundError, match="llmops/tiny-random"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
     print(f"\nFIGURE OpenAI chat completion (16 tokens) through the pod's openai port 9000: {latency * 1000:.0f} ms")
+
+
+@pytest.mark.cluster
+def test_one_real_replica_in_the_closed_loop(pod: Pod, cluster: Any, namespace: str) -> None:
+    """The dev cluster's real Prometheus scrapes this real pod (Triton's :8002 and the front's :9000, both on
+    127.0.0.1) as the cluster pod it stands for; load sent through the OpenAI port raises llm_queue_depth and the
+    token rate, and the values come back through custom.metrics.k8s.io, where an HPA reads them."""
+    from llm_operator.dev import _metrics_stack as ms
+    from openai import OpenAI
+
+    from e2e.pytest_plugin import wait_for
+    from tests.e2e.test_metrics_bed import custom_metric, promql
+
+    stand_in = "real-replica-0"
+    # The Pod object the adapter answers for (kwok keeps it; no emulated series: it has no model-server label).
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": stand_in, "namespace": namespace, "labels": {"app": "real-replica"}},
+        "spec": {"containers": [{"name": "triton", "image": "ghcr.io/llmops-dev/triton-llm-runtime:real"}]},
+    }))
+    targets = cluster.kubeconfig.parent / "prometheus" / ms.TARGETS_DIR
+    assert targets.is_dir(), targets
+    target_file = targets / f"{namespace}.json"
+    target_file.write_text(json.dumps([{
+        "targets": [f"127.0.0.1:{pod.ports[8002]}", f"127.0.0.1:{pod.ports[9000]}"],
+        "labels": {"namespace": namespace, "pod": stand_in, "revision": "rreal00000"},
+    }]))
+    try:
+        up = wait_for(lambda: [r for r in promql(cluster, f'up{{job="{ms.REAL_PODS_JOB}",pod="{stand_in}"}}')
+                               if r["value"][1] == "1"], timeout=60, what="Prometheus scraping the real pod")
+        assert len(up) == 2, up  # Triton's metrics and the front's
+        client = OpenAI(base_url=pod.url(9000, "/v1"), api_key="unused", timeout=120, max_retries=0)
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    client.completions.create(model="llmops/tiny-random", prompt="K", max_tokens=200,
+                                              extra_body={"ignore_eos": True})
+                except Exception:
+                    time.sleep(0.1)
+
+        # maxBatchSize 4: twelve clients keep four decoding and up to eight waiting.
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(12)]
+        for w in workers:
+            w.start()
+        try:
+            queue = wait_for(lambda: (v := custom_metric(cluster, namespace, "llmops_queue_depth").get(stand_in))
+                             and v >= 2 and v, timeout=90,
+                             what="llmops_queue_depth of the real pod through custom.metrics.k8s.io")
+            tokens = wait_for(
+                lambda: (v := custom_metric(cluster, namespace, "llmops_generation_tokens_per_second").get(stand_in))
+                and v > 1 and v, timeout=90, what="the real pod's token rate through custom.metrics.k8s.io")
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(150)
+        print(f"\nFIGURE real replica under 12 clients, through custom.metrics.k8s.io: "
+              f"llmops_queue_depth {queue:g}, llmops_generation_tokens_per_second {tokens:.0f}")
+        # And back down once the load is gone: the gauge follows the pod, it is not stuck.
+        wait_for(lambda: custom_metric(cluster, namespace, "llmops_queue_depth").get(stand_in) == 0, timeout=60,
+                 what="queue depth back to 0 after the load")
+    finally:
+        target_file.unlink(missing_ok=True)
 
 
 def test_sigterm_drains_in_flight_requests_within_grace_period(pod: Pod) -> None:

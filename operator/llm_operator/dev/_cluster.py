@@ -381,8 +381,11 @@ class LocalCluster:
         prom_dir = self.state_dir / "prometheus"
         prom_dir.mkdir(exist_ok=True)
         prom_config = prom_dir / "prometheus.yml"
+        targets = prom_dir / ms.TARGETS_DIR
+        targets.mkdir(exist_ok=True)
         prom_config.write_text(yaml.safe_dump(
-            ms.prometheus_config(traffic_port=ports["traffic"], rules_path=stack["rules"]), sort_keys=False))
+            ms.prometheus_config(traffic_port=ports["traffic"], rules_path=stack["rules"], targets_dir=targets),
+            sort_keys=False))
         traffic = [sys.executable, "-m", "llm_operator.dev.traffic", "--kubeconfig", str(self.kubeconfig),
                    "--listen", f"127.0.0.1:{ports['traffic']}"]
         if traffic_startup_delay is not None:

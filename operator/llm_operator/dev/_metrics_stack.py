@@ -47,7 +47,20 @@ def contract_paths() -> tuple[Path, Path]:
     return Path(metrics.RULES_PATH), Path(metrics.ADAPTER_CONFIG_PATH)
 
 
-def prometheus_config(*, traffic_port: int, rules_path: Path) -> dict[str, Any]:
+# Real model pods outside the cluster (the runtime image under podman) join the test bed as file_sd targets: a
+# JSON file in this folder (next to prometheus.yml) names the pod's 127.0.0.1 ports and the namespace/pod/revision
+# labels of the cluster pod it stands for. Prometheus re-reads the folder within seconds.
+TARGETS_DIR = "targets"
+REAL_PODS_JOB = "real-pods"
+
+
+def prometheus_config(*, traffic_port: int, rules_path: Path, targets_dir: Path | None = None) -> dict[str, Any]:
+    real_pods = [] if targets_dir is None else [{
+        "job_name": REAL_PODS_JOB,
+        "scrape_interval": SCRAPE_INTERVAL,
+        "scrape_timeout": SCRAPE_INTERVAL,
+        "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "2s"}],
+    }]
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
         "rule_files": [str(rules_path)],
@@ -60,7 +73,8 @@ def prometheus_config(*, traffic_port: int, rules_path: Path) -> dict[str, Any]:
                 # target's own instance/job labels.
                 "honor_labels": True,
                 "static_configs": [{"targets": [f"127.0.0.1:{traffic_port}"]}],
-            }
+            },
+            *real_pods,
         ],
     }
 
