@@ -235,6 +235,14 @@ def _terminating_pods(kube: KubeAPI, namespace: str, selector: str, deployments:
     return counts
 
 
+def _unappliable(exc: KubeError) -> bool:
+    """A server-side apply the API server can never take, although it answers 500: the object does not fit its
+    type's schema (unknown fields under the spec's pass-through `affinity` or `topologySpreadConstraints`, which
+    the CRD keeps but a Deployment has no place for). Retrying would loop forever without a status."""
+    text = str(exc)
+    return exc.status == 500 and "failed to create typed patch object" in text and "not declared in schema" in text
+
+
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
@@ -366,7 +374,7 @@ def reconcile(
             try:
                 applied = kube.apply(child)
             except KubeError as exc:
-                if exc.status in (400, 403, 422):
+                if exc.status in (400, 403, 422) or _unappliable(exc):
                     # Rejected for good (e.g. an invalid affinity passed through from the spec): report it.
                     problems.append(Problem("ApplyFailed", f"{child['kind']} {child['metadata']['name']} was "
                                             f"rejected by the API server: {exc}"))
