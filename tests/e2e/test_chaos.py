@@ -74,7 +74,7 @@ def setup(cluster: Cluster, crd: str, gc_ready: None, namespace: str,
 def test_sigkills_during_a_storm_converge_to_the_specs(setup: tuple[Any, Any], namespace: str) -> None:
     kube, op = setup
     result = chaos.operator_kills(kube, op, namespace, objects=10, kills=10, rng=random.Random(13), max_life=0.6,
-                                  interval=0.1, timeout=120)
+                                  interval=0.1, timeout=150)
     print(f"\n10 SIGKILLs over 10 objects ({result['chaos_s']}s of chaos, ops {result['ops']}): converged "
           f"{result['convergence_s']}s after the last restart; {result['live_at_end']} live, "
           f"{result['deleted_at_end']} deleted at the end")
@@ -100,7 +100,7 @@ def test_apiserver_and_etcd_restarts_then_a_same_named_object_recreated_while_th
     for component in ("kube-apiserver", "etcd"):
         try:
             result = chaos.component_restart(kube, op, local, namespace, component, objects=4, outage=2.0,
-                                             rng=random.Random(7), timeout=90)
+                                             rng=random.Random(7), timeout=150)
         finally:  # whatever happened, the session's cluster is whole again for the tests after this one
             info = local.info()
             if info is not None and not chaos.psutil.pid_exists(info.pids[component]):
@@ -118,7 +118,7 @@ def test_apiserver_and_etcd_restarts_then_a_same_named_object_recreated_while_th
     if cluster.prometheus_url:  # the aggregated metrics API is back too, for the autoscaling tests
         wait_for(lambda: local.apiservice_available()[0], timeout=60, what="custom metrics API Available")
 
-    result = chaos.stale_state(kube, op, namespace, rng=random.Random(3), timeout=90)
+    result = chaos.stale_state(kube, op, namespace, rng=random.Random(3), timeout=150)
     print(f"recreated while the operator was down: {result['children']} children, all owned by the new uid, none "
           f"of the old ones kept; converged {result['converged_s']}s after the restart")
     assert result["old_uid"] != result["new_uid"]
