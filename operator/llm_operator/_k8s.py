@@ -74,7 +74,9 @@ class KubeAPI(Protocol):
         subresource: str | None = None,
     ) -> dict[str, Any]: ...
 
-    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
+    def delete(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool: ...
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -215,15 +217,18 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER)]
         return dict(self._call("PATCH", path, body=body, query=query, content_type="application/merge-patch+json"))
 
-    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+    def delete(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
+        """Delete, dependents in the background; with `uid`, only that very object (a precondition: a newer
+        one of the same name is left alone, answered 409)."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                "DELETE",
-                _path(api_version, kind, namespace, name, None),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
-            )
+            self._call("DELETE", _path(api_version, kind, namespace, name, None), body=body)
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status in (404, 409) and (exc.status == 404 or uid):
                 return False
             raise
         return True

@@ -363,11 +363,19 @@ def reconcile(
         if child["kind"] == "Deployment":
             child["spec"]["replicas"] = current_replicas
             live = current
+            if live is None:
+                # `current` comes from the Deployments this object owns; one of the same name owned by another
+                # uid (a deleted predecessor the garbage collector has not reached) must not be taken over.
+                live = kube.get(api_version="apps/v1", kind="Deployment", namespace=namespace,
+                                name=child["metadata"]["name"])
         else:
             if child["kind"] == "Service" and child["metadata"]["name"] == llmd.name:
                 service = child
             live = kube.get(api_version=child["apiVersion"], kind=child["kind"], namespace=namespace,
                             name=child["metadata"]["name"])
+        if live is not None and _foreign(live, meta.get("uid")):
+            problems.append(_not_ours(kube, llmd, live))
+            continue
         if child["kind"] in AUTOSCALER_KINDS:
             autoscaler = live
         if live is None or not contains(child, live):
@@ -495,6 +503,28 @@ def _route(kube: KubeAPI, llmd: LLMDeployment, namespace: str, routing: Any, dec
             # stands; the next pass (a canary requeues within seconds) reads it and sets the weights again.
             log.info("HTTPRoute %s/%s changed while we set its weights; retrying next pass", namespace, name)
     return None
+
+
+def _foreign(obj: Mapping[str, Any], uid: str | None) -> bool:
+    """Controlled by someone else: applying over it would swap its controller for this object (adoption)."""
+    refs = obj["metadata"].get("ownerReferences") or []
+    return uid is not None and any(r.get("controller") and r.get("uid") != uid for r in refs)
+
+
+def _not_ours(kube: KubeAPI, llmd: LLMDeployment, live: Mapping[str, Any]) -> Problem:
+    """A same-named child of another controller. A deleted LLMDeployment of this name left it (the garbage
+    collector lags): delete it, precondition on its uid, and build ours on a later pass; anything else is a
+    conflict the user must resolve."""
+    meta = live["metadata"]
+    ref = next(r for r in meta.get("ownerReferences") or [] if r.get("controller"))
+    what = f"{live['kind']} {meta['name']}"
+    if ref.get("kind") == KIND and ref.get("name") == llmd.name:
+        kube.delete(api_version=live["apiVersion"], kind=live["kind"], namespace=meta.get("namespace"),
+                    name=meta["name"], uid=meta.get("uid"))
+        return Problem("StaleChildren", f"{what} belongs to a deleted LLMDeployment of the same name (uid "
+                                        f"{ref.get('uid')}); deleting it before creating this object's own")
+    return Problem("NameConflict", f"{what} already exists and is controlled by {ref.get('kind')} "
+                                   f"{ref.get('name')}; rename this LLMDeployment or remove that object")
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:

@@ -126,8 +126,6 @@ def test_apiserver_and_etcd_restarts_then_a_same_named_object_recreated_while_th
     assert result["children"] >= 4 and result["final"] == {k: 0 for k in result["final"]}
 
 
-@pytest.mark.xfail(strict=True, reason="reconcile applies children over same-named ones of a deleted uid and so "
-                   "adopts them when the garbage collector lags (docs/chaos.md, Findings); owner: _reconcile.py")
 def test_recreated_while_the_gc_lags_adopts_nothing_of_the_old_object(
     cluster: Cluster, setup: tuple[Any, Any], namespace: str
 ) -> None:

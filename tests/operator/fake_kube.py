@@ -88,9 +88,14 @@ class FakeKube:
         self.log.append(("patch" + (f"/{subresource}" if subresource else ""), kind, name))
         return self.put(_merge(self.objects[key], body))
 
-    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+    def delete(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
         self.log.append(("delete", kind, name))
-        return self.objects.pop((api_version, kind, namespace or "", name), None) is not None
+        key = (api_version, kind, namespace or "", name)
+        if uid and (self.objects.get(key) or {}).get("metadata", {}).get("uid") != uid:
+            return False
+        return self.objects.pop(key, None) is not None
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.log.append(("create", obj["kind"], obj["metadata"]["name"]))

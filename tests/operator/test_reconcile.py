@@ -201,3 +201,47 @@ def test_turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replica_count() -
                        name="m") or {})["status"]
     assert "autoscaling" not in status
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+
+
+def test_a_recreated_object_adopts_nothing_of_its_deleted_namesake() -> None:
+    """The garbage collector has not yet removed the children of a deleted LLMDeployment of the same name: the
+    new one deletes them (uid precondition) instead of applying over them, then builds its own."""
+    kube = FakeKube()
+    old = _llmd(kube)
+    old["metadata"]["uid"] = "uid-old"
+    kube.put(old)
+    reconcile(kube, old)
+    owned = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget")
+    stale = {(c["kind"], c["metadata"]["name"]) for c in kube.objects.values() if c["kind"] in owned}
+    assert {k for k, _ in stale} == set(owned)
+    for obj in kube.objects.values():
+        if obj["kind"] in owned:
+            obj["metadata"]["uid"] = f"child-of-old-{obj['kind']}"
+            assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-old"
+    new = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    new["metadata"]["uid"] = "uid-new"
+    kube.put(new)
+    before = len(kube.log)
+    reconcile(kube, new)
+    first = kube.log[before:]
+    assert not [w for w in first if w[0] == "apply" and (w[1], w[2]) in stale], first
+    assert {(w[1], w[2]) for w in first if w[0] == "delete"} == stale, first
+    assert _condition(kube, "Degraded")["reason"] == "StaleChildren"
+    _again(kube)
+    children = [c for c in kube.objects.values() if c["kind"] in owned]
+    assert children and all(c["metadata"]["ownerReferences"][0]["uid"] == "uid-new" for c in children), children
+
+
+def test_a_child_name_taken_by_another_controller_is_a_conflict_not_a_takeover() -> None:
+    kube = FakeKube()
+    kube.put({"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": "m", "namespace": NS, "uid": "svc",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "web-uid",
+                             "controller": True}]}, "spec": {"ports": []}})
+    body = _llmd(kube)
+    body["metadata"]["uid"] = "uid-m"
+    kube.put(body)
+    reconcile(kube, body)
+    assert ("apply", "Service", "m") not in kube.log and ("delete", "Service", "m") not in kube.log
+    degraded = _condition(kube, "Degraded")
+    assert degraded["reason"] == "NameConflict" and "Deployment web" in degraded["message"]
