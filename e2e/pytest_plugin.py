@@ -42,13 +42,13 @@ SECOND_CLUSTER = frozenset({
     "test_autoscaling_loop",
     "test_metrics_bed",
     "test_simulate_fidelity",
-    "test_chaos",
     "test_leader_election",
     "test_operator_pod",
     "test_pods",
 })
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Under pytest-xdist (--dist loadgroup) the cluster tests run on two workers, each with its own cluster
     # (the `cluster` fixture is per session, that is per worker), while another worker runs the unit, runtime
