@@ -53,10 +53,11 @@ audit: install
 	  "vulnerability service could not look them up; list in $(VENV)/audit-report.txt). AUDIT=strict fails on this." >&2; \
 	else echo "make audit: $$total packages audited, no known vulnerabilities"; fi
 
-# The whole suite: lint, type check, audit, unit tests, tests against the real local cluster (two clusters, one per
-# xdist worker) and real tritonserver, and the real model and operator pods under podman (images built first).
+# The whole suite: lint, type check, audit, unit tests, tests against the real local cluster (three clusters, one
+# per xdist worker, and a fourth worker for the rest) and real tritonserver, and the real model and operator pods
+# under podman (images built first).
 test: install binaries lint audit images
-	$(BIN)/pytest -n 3 --dist loadgroup --durations=25 tests images
+	$(BIN)/pytest -n 4 --dist loadgroup --durations=25 tests images
 
 test-unit: install
 	$(BIN)/pytest tests/dev tests/unit

@@ -35,30 +35,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-cluster", action="store_true", help="do not stop the session's cluster")
 
 
-# Modules whose tests run on the second cluster under pytest-xdist: the longest, wait-bound ones (HPA windows,
-# metrics scrapes, operator restarts), so that the two clusters' waits overlap. Balanced by the durations
-# `make test --durations` reports; a module not listed runs on the first.
-SECOND_CLUSTER = frozenset({
-    "test_autoscaling_loop",
-    "test_metrics_bed",
-    "test_simulate_fidelity",
-    "test_leader_election",
-    "test_operator_pod",
-    "test_pods",
-})
+# Under pytest-xdist the cluster tests run on three clusters, one per worker (the `cluster` fixture is per session,
+# that is per worker), so that their waits (HPA windows, metrics scrapes, rollouts, restarts) overlap; a fourth
+# worker runs the unit and runtime modules. Balanced by the durations `make test --durations` reports (about
+# 9-10 minutes each on 2 cores); a cluster module not listed here runs on the first cluster.
+CLUSTER_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("test_autoscaling_loop", "test_simulate_fidelity", "test_leader_election",
+                     "test_operator_pod", "test_pods"), "cluster-2"),
+    **dict.fromkeys(("test_metrics_bed", "test_chaos", "test_schema_fuzz", "test_kubectl_plugin",
+                     "test_pod_failures", "test_pod_security", "test_chart_install", "test_rbac",
+                     "test_autoscaling_ownership", "test_rollout_availability"), "cluster-3"),
+}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Under pytest-xdist (--dist loadgroup) the cluster tests run on two workers, each with its own cluster
-    # (the `cluster` fixture is per session, that is per worker), while another worker runs the unit, runtime
-    # and podman tests.
     # Every other module is one unit of work too, so a module's fixtures (a tritonserver, a podman pod) start
     # once, not once per worker that happens to get one of its tests.
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
         if item.get_closest_marker("cluster") is not None:
-            item.add_marker(pytest.mark.xdist_group("cluster-2" if module in SECOND_CLUSTER else "cluster"))
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_OF_MODULE.get(module, "cluster")))
         elif item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(f"module-{module}"))
 

@@ -27,7 +27,7 @@ from llm_operator import images
 from llm_operator.builders import render_file
 
 # One module, one worker: every test shares the module's pod. The closed-loop test needs the dev cluster, so the
-# module runs on the second cluster's worker (e2e/pytest_plugin.py SECOND_CLUSTER).
+# module runs on the second cluster's worker (e2e/pytest_plugin.py CLUSTER_OF_MODULE).
 pytestmark = pytest.mark.cluster
 
 EXIT_TIMEOUT = 20
