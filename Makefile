@@ -57,7 +57,7 @@ audit: install
 # per xdist worker, and a fourth worker for the rest) and real tritonserver, and the real model and operator pods
 # under podman (images built first).
 test: install binaries lint audit images
-	$(BIN)/pytest -n 4 --dist loadgroup --durations=25 tests images
+	$(BIN)/pytest -n 4 --dist loadgroup --durations=25 -m "not outage" tests images
 
 test-unit: install
 	$(BIN)/pytest tests/dev tests/unit

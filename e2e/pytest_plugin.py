@@ -29,6 +29,12 @@ from typing import Any
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "outage: restarts the dev cluster's apiserver and etcd; deselected in make test (garbage-collector "
+        "timing), run with -m outage")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmctl cluster")
     group.addoption("--kubeconfig", default=None, help="use this running cluster instead of starting one")
