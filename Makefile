@@ -9,7 +9,7 @@ STATE := $(or $(LLMCTL_STATE_DIR),$(HOME)/.local/state/triton-llm-operator)
 
 .PHONY: install binaries lint test test-unit demo demo-down crd clean bench images images-test
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/moto/.installed
 # uv installs from its cache (~/.cache/uv) by hard links: about 10 s for the ~3 GB of torch and friends, where pip
 # takes about 2.5 minutes unpacking its cache into every fresh clone. It reads pip's find-links if one is set.
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet uv
 	$(if $(PIP_FIND_LINKS),UV_FIND_LINKS="$(PIP_FIND_LINKS)") $(BIN)/uv pip install --quiet --python $(BIN)/python \
 	  -e '.[$(EXTRAS)]'
+	touch $@
+
+# moto's S3 server, for the llm-fetch tests (tests/runtime/test_model_fetch.py, images/test_fetch_image.py): in
+# its own folder, run with PYTHONPATH, never imported by the project. It cannot join the venv: botocore pins
+# python-dateutil<3 and kubernetes>=37 needs >=3. Test-only: not in the images, not in `make audit`'s freeze.
+$(VENV)/moto/.installed: $(VENV)/.installed
+	rm -rf $(VENV)/moto
+	if [ -x $(BIN)/uv ]; then $(if $(PIP_FIND_LINKS),UV_FIND_LINKS="$(PIP_FIND_LINKS)") $(BIN)/uv pip install \
+	  --quiet --python $(BIN)/python --target $(VENV)/moto 'moto[server]>=5.1,<6'; \
+	  else $(BIN)/pip install --quiet --target $(VENV)/moto 'moto[server]>=5.1,<6'; fi
 	touch $@
 
 # Builds (first time) or reuses kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,

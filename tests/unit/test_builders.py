@@ -598,11 +598,11 @@ def test_any_valid_spec_renders_consistent_children(spec: dict[str, Any], name: 
 # pods, the builder change is the bug, not these values.
 GOLDEN_REVISIONS = {
     "llama-3.1-70b-tp8.yaml": "r91848cb6c",
-    "llama-3.1-8b-1gpu.yaml": "rf690c2f99",
-    "mistral-7b-spot.yaml": "r49e3bf8ef",
-    "qwen-7b-mig.yaml": "r3ef49c117",
-    "smollm-cpu.yaml": "refe5375be",
-    "qwen-7b-autoscaled.yaml": "rf103c782f",
+    "llama-3.1-8b-1gpu.yaml": "r7ebc5fc8a",
+    "mistral-7b-spot.yaml": "r24a97d521",
+    "qwen-7b-mig.yaml": "r2dea580f3",
+    "smollm-cpu.yaml": "ra5bac4d47",
+    "qwen-7b-autoscaled.yaml": "r12f930a3c",
 }
 MINIMAL = {
     "apiVersion": api.API_VERSION,
@@ -610,7 +610,7 @@ MINIMAL = {
     "metadata": {"name": "minimal"},
     "spec": {"model": {"name": "m", "uri": "hf://org/m"}},
 }
-GOLDEN_MINIMAL_REVISION = "r7bab621dc"
+GOLDEN_MINIMAL_REVISION = "rb5c5f79d0"
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -54,9 +54,18 @@ def set_runtime_image(image: str) -> None:
     DEFAULT_IMAGES["python"] = image
 
 
-# KServe's storage initializer: `args: [<uri>, <dest>]`, reads HF_TOKEN / AWS_* from the environment and
-# understands hf://repo:revision, s3:// and gs://.
-FETCH_IMAGE = "kserve/storage-initializer:v0.15.2"
+# The fetch init container runs `llm-fetch SOURCE DEST` (llm_runtime.fetch: hf://repo:revision, s3://, gs://;
+# HF_TOKEN, AWS_*, GCS_OAUTH_TOKEN from the spec's secretRef) from the runtime image.
+FETCH_COMMAND = ["llm-fetch"]
+
+
+def fetch_image() -> str:
+    """The fetch init container's image: this installation's runtime image, which carries `llm-fetch`. It follows
+    `--runtime-image` / the chart's `runtimeImage` like the `openai` container, whatever the backend and
+    `spec.runtime.image` (a user's Triton image need not have the tool). For the python backend's default image
+    it is the Triton container's image too: one pull per node."""
+    return DEFAULT_IMAGES["python"]
+
 
 TRTLLM_EXECUTOR_WORKER = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
 

@@ -10,7 +10,7 @@ from typing import Any
 from .. import api
 from ._meta import (
     COMPONENT_SERVER,
-    FETCH_IMAGE,
+    FETCH_COMMAND,
     GPU_RESOURCE,
     GRACE_MARGIN_SECONDS,
     GRPC_PORT,
@@ -26,6 +26,7 @@ from ._meta import (
     STARTUP_PERIOD_SECONDS,
     common_labels,
     deployment_name,
+    fetch_image,
     front_image,
     image_for,
     selector_labels,
@@ -128,10 +129,12 @@ def _model_volume(
         return volume, mount, None
     fetch: dict[str, Any] = {
         "name": "fetch-model",
-        "image": FETCH_IMAGE,
-        "imagePullPolicy": "IfNotPresent",
+        "image": fetch_image(),
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": list(FETCH_COMMAND),
         "args": [_hf_uri_with_revision(model) if model.scheme == "hf" else model.uri, MODEL_DIR],
-        # HOME must be writable for the hub/boto caches under a read-only, non-root image user.
+        # llm-fetch keeps every file it writes under MODEL_DIR (huggingface_hub's HF_HOME included); HOME only
+        # has to be a folder for libraries that look at it.
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _restricted_container_security(),
