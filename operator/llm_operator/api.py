@@ -280,8 +280,9 @@ class ModelSpec(_Model):
     secret_ref: LocalObjectReference | None = None
     """Secret with the credentials to fetch the model. For hf://, s3:// and gs:// its keys become environment
     variables of the download container, `llm-fetch` (e.g. `HF_TOKEN`; `AWS_ACCESS_KEY_ID`,
-    `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`, `AWS_DEFAULT_REGION`; `GCS_OAUTH_TOKEN`). For oci:// it must be a `kubernetes.io/dockerconfigjson`
-    Secret and is used as an image pull secret. Credentials are only accepted by reference, never inline."""
+    `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`, `AWS_DEFAULT_REGION`; `GCS_OAUTH_TOKEN`). For oci:// it must
+    be a `kubernetes.io/dockerconfigjson` Secret and is used as an image pull secret. Credentials are only
+    accepted by reference, never inline."""
 
     __cel_rules__ = (
         CelRule(
