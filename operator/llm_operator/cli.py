@@ -206,7 +206,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 RUNTIME_IMAGE_HELP = (
     "the runtime image (default ghcr.io/llmops-dev/triton-llm-runtime:<version>, what `make images` tags): the "
-    "python backend's default image and every model pod's openai container; the chart sets it from runtimeImage"
+    "python backend's default image, every model pod's openai container and its fetch-model init container "
+    "(llm-fetch); the chart sets it from runtimeImage"
 )
 
 
