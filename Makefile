@@ -26,7 +26,7 @@ $(VENV)/moto/.installed: $(VENV)/.installed
 	rm -rf $(VENV)/moto
 	if [ -x $(BIN)/uv ]; then $(if $(PIP_FIND_LINKS),UV_FIND_LINKS="$(PIP_FIND_LINKS)") $(BIN)/uv pip install \
 	  --quiet --python $(BIN)/python --target $(VENV)/moto 'moto[server]>=5.1,<6'; \
-	  else $(BIN)/pip install --quiet --target $(VENV)/moto 'moto[server]>=5.1,<6'; fi
+	  else $(BIN)/pip install --quiet --no-warn-conflicts --target $(VENV)/moto 'moto[server]>=5.1,<6'; fi
 	touch $@
 
 # Builds (first time) or reuses kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,
