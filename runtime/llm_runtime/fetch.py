@@ -543,6 +543,9 @@ def fetch_hf(source: str, partial: Path) -> tuple[int, int]:
             raise Retryable(f"cannot reach {endpoint or 'https://huggingface.co'}") from exc
         except OSError as exc:
             raise Retryable(f"transport error ({exc})") from exc
+        except ValueError as exc:
+            # huggingface_hub refuses a file name with '..' or an absolute path before writing it.
+            raise FetchError(f"{source}: refusing the repository: {str(exc).splitlines()[0]}") from exc
         except Exception as exc:
             # httpx errors (connection reset, timeouts) do not derive from OSError.
             if type(exc).__module__.startswith(("httpx", "httpcore")):
@@ -634,6 +637,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"llm-fetch: {args.source}: cannot write into {args.dest}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # still one line for the termination message, with the traceback before it
+        import traceback
+
+        traceback.print_exc()
+        print(f"llm-fetch: {args.source}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
 

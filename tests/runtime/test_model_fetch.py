@@ -213,6 +213,20 @@ def test_hf_missing_repo_and_revision(model_files: dict[str, bytes], tmp_path: P
         hub.close()
 
 
+def test_hf_a_dotdot_file_is_refused(model_files: dict[str, bytes], tmp_path: Path) -> None:
+    hub = StandIn("hf", {**model_files, "../escape.txt": b"outside"}, repo="llmops/tiny")
+    try:
+        dest = tmp_path / "inside" / "model"
+        proc = run_fetch("hf://llmops/tiny", dest, {"HF_ENDPOINT": hub.url})
+        assert proc.returncode == 1
+        line = error_line(proc)
+        assert line.startswith("llm-fetch: hf://llmops/tiny: refusing the repository: ") and "'..'" in line, line
+        assert not list(tmp_path.rglob("escape.txt"))
+        assert not (dest / ".llm-fetch.json").exists()
+    finally:
+        hub.close()
+
+
 # -------------------------------------------------------------------------------------------------- gs
 
 
