@@ -329,19 +329,21 @@ class Operator:
         """Wait until the work queue is idle (nothing due, nothing running)."""
         wait_for(lambda: self.controller.idle(), timeout=timeout, interval=0.1, what="operator idle")
 
-    def resync(self, namespace: str, names: list[str], rounds: int = 3) -> tuple[int, int]:
-        """Force ``rounds`` reconciles of each object once the queue is idle; return the (writes, GETs) the
-        operator made in ``namespace`` meanwhile."""
+    def resync(self, namespace: str, names: list[str], rounds: int = 3) -> tuple[int, int, int]:
+        """Force ``rounds`` reconciles of each object once the queue is idle; return the (writes, API GETs,
+        reads answered by the child caches) the operator made in ``namespace`` meanwhile."""
         self.settle()
         kube = self.controller.kube
-        writes, gets = kube.writes_by_namespace[namespace], kube.gets_by_namespace[namespace]
+        counters = (kube.writes_by_namespace, kube.gets_by_namespace, kube.cache_reads_by_namespace)
+        before = [c[namespace] for c in counters]
         for _ in range(rounds):
             for name in names:
                 self.controller.enqueue((namespace, name))
             # A write would come back as watch events and more reconciles: let them arrive before settling.
             time.sleep(0.3)
             self.settle()
-        return kube.writes_by_namespace[namespace] - writes, kube.gets_by_namespace[namespace] - gets
+        writes, gets, cached = (c[namespace] - b for c, b in zip(counters, before, strict=True))
+        return writes, gets, cached
 
 
 @pytest.fixture(scope="session")

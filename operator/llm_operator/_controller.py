@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from llm_operator import _status_metrics
+from llm_operator._cache import CachedKube
 from llm_operator._k8s import Kube, KubeError
 from llm_operator._reconcile import NodeFacts, Outcome, lock_for, reconcile
 
@@ -34,15 +35,19 @@ MANAGED = Gauge("llmop_llmdeployments", "LLMDeployments the operator currently k
 class Controller:
     def __init__(
         self,
-        kube: Kube,
+        kube: Kube | CachedKube,
         *,
         workers: int = 8,
         resync_seconds: float = 300.0,
         reconcile_fn: Callable[..., Outcome] = reconcile,
         clock: Callable[[], float] = time.monotonic,
         leader: Callable[[], bool] | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.kube = kube
+        # The child caches have synced: until then nothing is dispatched (a reconcile reading a half-filled
+        # cache would re-create children that exist).
+        self.ready = ready
         # Leader election: while this returns False nothing is dispatched (keys stay queued, bodies stay
         # current), so only the leader reconciles. None: always the leader (a single replica).
         self.leader = leader
@@ -183,7 +188,7 @@ class Controller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if self.leader is not None and not self.leader():
+            if (self.leader is not None and not self.leader()) or (self.ready is not None and not self.ready()):
                 with self._cv:
                     self._cv.wait(timeout=0.5)  # a follower: woken at once when it starts leading
                 continue

@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import urllib3
@@ -103,6 +103,11 @@ class Kube:
         # renew deadline).
         self.write_gate: Callable[[], bool] | None = None
 
+    def record_call(self, verb: str, path: str) -> None:
+        """A request made outside ``_call`` (the caches' lists and watches): the RBAC test checks them all."""
+        with self._lock:
+            self.calls.add((verb, path))
+
     @property
     def writes(self) -> int:
         with self._lock:
@@ -163,6 +168,41 @@ class Kube:
         if not 200 <= resp.status < 300:
             raise self._error(method, path, resp.status, data)
         return json.loads(data) if data else None
+
+    def stream(self, path: str, *, query: list[tuple[str, str]], read_timeout: float,
+               on_open: Callable[[Any], None] | None = None) -> Iterator[dict[str, Any]]:
+        """A watch: one JSON event per line until the server ends it. ``on_open`` gets the raw response, so
+        another thread can close it (the informer's stop)."""
+        try:
+            method, url, headers, body, _ = self._api.param_serialize(
+                method="GET", resource_path=path, query_params=query,
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            resp = self._api.call_api(method, url, header_params=headers, body=body,
+                                      _request_timeout=(10, read_timeout))
+        except ApiException as exc:
+            raise self._error("WATCH", path, int(exc.status or 0), exc.body or b"") from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise KubeError(f"WATCH {path}: {exc}", status=0) from exc
+        raw = resp.response
+        if on_open is not None:
+            on_open(raw)
+        try:
+            if resp.status != 200:
+                raise self._error("WATCH", path, resp.status, raw.read())
+            buf = b""
+            try:
+                for chunk in raw.stream(amt=None, decode_content=True):
+                    buf += chunk
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        if line.strip():
+                            yield json.loads(line)
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
+                raise KubeError(f"WATCH {path}: {exc}", status=0) from exc
+        finally:
+            # Closed, not released: a half-read stream must not go back into the connection pool.
+            raw.close()
+            raw.release_conn()
 
     @staticmethod
     def _error(method: str, path: str, status: int, raw: bytes | str) -> KubeError:

@@ -13,6 +13,7 @@ import kopf
 
 from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator import _kinds as registry
+from llm_operator._cache import CachedKube, Caches
 from llm_operator._controller import Controller
 from llm_operator._k8s import Kube, honour_current_kubeconfig
 from llm_operator._leader import IS_LEADER, KubeLeaseAPI, LeaderElector
@@ -22,6 +23,8 @@ from llm_operator.api import GPU_PRODUCT_LABEL
 from llm_operator.builders import MANAGER
 
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGER}
+# The child caches' server-side selector: the API server sends only the operator's own children.
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 # The controller lives in kopf's memo (``memo.controller``: every handler gets it from there; kopf hands each
 # object a shallow copy of the operator's memo, made after the start-up handlers ran, so all share the one
@@ -55,11 +58,26 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.networking.request_timeout = 60
     election: LeaderConfig | None = memo.get("leader_election")
     kube = Kube()
+    # Watched by exact name, one informer each; a kopf glob pattern (prod-*) needs the cluster-wide watch.
+    namespaces = list(memo.get("namespaces") or [])
+    if any(set(ns) & set("*?[!") for ns in namespaces):
+        namespaces = []
+    controller: Controller | None = None
+
+    def child_event(kind: Any, type_: str, obj: Any) -> None:
+        key = _owner_key(obj["metadata"])
+        if key is not None and controller is not None:
+            controller.enqueue(key)
+
+    caches = Caches(kube, label_selector=CHILD_SELECTOR, namespaces=namespaces, on_event=child_event)
     controller = Controller(
-        kube,
+        CachedKube(kube, caches),
         workers=int(os.environ.get("LLMOPS_WORKERS", "8")),
         resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", "300")),
+        ready=caches.synced,  # no reconcile reads a cache before its first list is in
     )
+    memo.caches = caches
+    caches.start()
     if election is not None:
         elector = LeaderElector(KubeLeaseAPI(kube, election.namespace, election.lease_name), election,
                                 on_started_leading=controller.started_leading)
@@ -92,6 +110,10 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if controller is not None:
         controller.stop()  # in-flight reconciles finish first
         memo.controller = None
+    caches = memo.get("caches")
+    if caches is not None:
+        caches.stop()
+        memo.caches = None
     elector = memo.get("elector")
     if elector is not None:
         elector.stop(release=True)  # then the Lease goes: a follower takes over at its next retry
@@ -150,23 +172,11 @@ def llmdeployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **kw
     ctl.observe(dict(body), deleted=type == "DELETED")
 
 
-def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
-    for ref in body.metadata.get("ownerReferences") or []:
+def _owner_key(meta: Any) -> tuple[str, str] | None:
+    for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "LLMDeployment" and ref.get("controller"):
-            return body.metadata.namespace or "", ref["name"]
+            return meta.get("namespace") or "", ref["name"]
     return None
-
-
-def _child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    key = _owner_key(body)
-    if key is not None:
-        _ctl(memo).enqueue(key)
-
-
-for _kind in registry.WATCHED:
-    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=CHILD_LABELS, id=f"child-{_kind.plural}")(
-        _child_event
-    )
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -185,6 +195,12 @@ def crd_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> N
         return
     kind = optional.kind
     ctl = _ctl(memo)
+    caches = memo.get("caches")
+    if caches is not None:
+        if type == "DELETED":
+            caches.stop_kind(kind)
+        else:
+            caches.start_kind(optional)
     kinds = ctl.monitor_kinds - {kind} if type == "DELETED" else ctl.monitor_kinds | {kind}
     if kinds != ctl.monitor_kinds:
         ctl.monitor_kinds = kinds

@@ -35,13 +35,12 @@ def run_operator(
 
         # Loopback unless asked: in a pod, Prometheus needs the pod IP (the Helm chart passes 0.0.0.0).
         start_http_server(metrics_port, addr=metrics_address)
-    extra: dict[str, Any] = {}
     if leader_election is not None:
         leader_election.validate()
-        # handlers.startup reads it from kopf's memo, where it also puts the controller and the elector.
-        extra["memo"] = kopf.Memo(leader_election=leader_election)
+    # handlers.startup reads these from kopf's memo, where it also puts the controller, caches and elector.
+    memo = kopf.Memo(leader_election=leader_election, namespaces=list(namespaces))
     kopf.run(
-        **extra,
+        memo=memo,
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -35,14 +35,33 @@ def test_every_kind_the_builders_emit_is_a_registered_child() -> None:
     assert {(k.api_version, k.kind) for k in registry.WATCHED} <= emitted
 
 
-def test_kopf_watches_every_watched_child_and_the_optional_crds() -> None:
+def test_children_are_cached_by_informers_and_kopf_watches_the_rest() -> None:
     import kopf
-    from llm_operator import handlers  # noqa: F401  (registers the handlers)
+    from llm_operator import handlers
+    from llm_operator._cache import Caches
 
     watched = {h.selector.any_name for h in kopf.get_default_registry()._watching.get_all_handlers()
                if h.selector is not None}
-    assert {k.plural for k in registry.WATCHED} <= watched
-    assert "customresourcedefinitions" in watched and "nodes" in watched
+    # Children come from the operator's own informers (server-side label selector), not kopf's watches, which
+    # would stream every object of the kind in the cluster and filter labels client-side.
+    assert not {k.plural for k in registry.CHILDREN} & watched
+    assert {"llmdeployments", "customresourcedefinitions", "nodes"} <= watched
+    started: list[tuple[str, str | None, str]] = []
+
+    class Recorded:
+        def __init__(self, kube: object, kind: registry.Kind, *, label_selector: str, namespace: str | None,
+                     on_event: object) -> None:
+            started.append((kind.plural, namespace, label_selector))
+
+        def start(self) -> Recorded:
+            return self
+
+    caches = Caches(None, label_selector=handlers.CHILD_SELECTOR, informer=Recorded)  # type: ignore[arg-type]
+    caches.start()
+    always = {k.plural for k in registry.CHILDREN if k.crd is None}
+    assert {p for p, _, _ in started} == always
+    assert {k.plural for k in registry.WATCHED} <= always
+    assert {s for _, _, s in started} == {"app.kubernetes.io/managed-by=triton-llm-operator"}
 
 
 def test_paths_come_from_the_registry() -> None:

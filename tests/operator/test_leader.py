@@ -301,4 +301,4 @@ def test_llmctl_run_hands_the_election_to_kopf_through_its_memo(monkeypatch: pyt
     assert (config.namespace, config.lease_name) == ("ops", "triton-llm-operator")
     assert (config.lease_duration, config.renew_deadline, config.retry_period) == (4, 3, 1)
     assert config.identity.startswith("op-0_") and len(config.identity) > len("op-0_") + 30
-    assert "memo" not in runs[1]  # a single replica: no election
+    assert runs[1]["memo"]["leader_election"] is None  # a single replica: no election

@@ -30,7 +30,9 @@ def test_log_level(argv: list[str], root: int, objects: int, monkeypatch: pytest
         root_logger.setLevel(saved[0])
         root_logger.handlers[:] = saved[1]
         objects_logger.setLevel(saved[2])
-    assert runs == [{"standalone": True, "clusterwide": False, "namespaces": ["a"], "liveness_endpoint": None}]
+    # The memo carries the namespaces to the child caches (one informer per watched namespace).
+    assert runs == [{"standalone": True, "clusterwide": False, "namespaces": ["a"], "liveness_endpoint": None,
+                     "memo": {"leader_election": None, "namespaces": ["a"]}}]
 
 
 def test_unknown_level_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
