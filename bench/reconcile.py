@@ -262,7 +262,8 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("llmop_api_requests_total{", "llmop_reconcile_total{")):
+        if line.startswith(("llmop_api_requests_total{", "llmop_reconcile_total{", "llmop_watch_requests_total{",
+                            "llmop_cache_objects{")):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
@@ -334,7 +335,7 @@ class OperatorProcess:
 
 
 def operator_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float,
-                 kubeconfig: str, logdir: Path) -> dict[str, Any]:
+                 kubeconfig: str, logdir: Path, unrelated: int = 0) -> dict[str, Any]:
     kube = Kube(kube_factory())
     make_namespace(kube, ns)
     log = logdir / f"operator-{ns}.log"
@@ -380,7 +381,27 @@ def operator_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int,
         "rss_mb": op.peak_rss / 2**20,
     }
     result.update(steady_check(n + 1, ns, kubeconfig, workers, log))
+    if unrelated:
+        # Objects the operator has nothing to do with, in the very namespace it watches: its memory must not
+        # grow with them (its child caches select by label on the server).
+        make_unrelated(kube, ns, unrelated)
+        result["unrelated_objects"] = unrelated
+        result.update({f"{k}_unrelated": v for k, v in
+                       steady_check(n + 1, ns, kubeconfig, workers, log).items()})
     return result
+
+
+def make_unrelated(kube: Kube, ns: str, count: int) -> None:
+    """``count`` ConfigMaps of about 2 KiB each, not labelled as the operator's, created by 8 threads."""
+    payload = "x" * 2048
+
+    def create(i: int) -> None:
+        kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": f"unrelated-{i}", "namespace": ns, "labels": {"app": "unrelated"}},
+                     "data": {"blob": payload}})
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="unrelated") as pool:
+        list(pool.map(create, range(count)))
 
 
 def steady_check(objects: int, ns: str, kubeconfig: str, workers: int, log: Path) -> dict[str, Any]:
@@ -398,6 +419,10 @@ def steady_check(objects: int, ns: str, kubeconfig: str, workers: int, log: Path
         op.stop()
     return {"steady_reconciles": counted(end, "llmop_reconcile_total"),
             "steady_writes": counted(end, "llmop_api_requests_total", WRITE_VERBS),
+            # Every request of the reconciler, reads included (the child caches' own lists and watches are
+            # counted apart: steady_watch_requests).
+            "steady_requests": counted(end, "llmop_api_requests_total"),
+            "steady_watch_requests": counted(end, "llmop_watch_requests_total"),
             "steady_errors": end.get('llmop_reconcile_total{result="error"}', 0.0),
             "steady_rss_mb": op.peak_rss / 2**20}
 
@@ -458,7 +483,21 @@ def report(runs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             f"| {fmt([x['reconciles_per_object_until_ready'] for x in o])}; "
             f"{fmt([x['reconciles_per_object'] for x in o])} "
             f"| {writes} ({recs}) | {fmt([x['rss_mb'] for x in o], 0)} |")
-    return "\n".join(lines) + "\n\n" + "\n".join(cost), summary
+    steady = [
+        "| N | API requests per steady-state reconcile (requests / reconciles) | writes | cache list+watch requests "
+        "| operator peak RSS MB, steady | the same with unrelated ConfigMaps in its namespace |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r["n"] for r in runs}):
+        for x in (r["operator"] for r in runs if r["n"] == n):
+            per = x["steady_requests"] / max(x["steady_reconciles"], 1)
+            extra = (f"{x['steady_rss_mb_unrelated']:.0f} MB with {x['unrelated_objects']} "
+                     f"({x['steady_requests_unrelated'] / max(x['steady_reconciles_unrelated'], 1):.3f} requests "
+                     "per reconcile)" if "unrelated_objects" in x else "not measured")
+            steady.append(f"| {n} | **{per:.3f}** ({x['steady_requests']:.0f} / {x['steady_reconciles']:.0f}) "
+                          f"| {x['steady_writes']:.0f} | {x['steady_watch_requests']:.0f} "
+                          f"| {x['steady_rss_mb']:.0f} | {extra} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(cost) + "\n\n" + "\n".join(steady), summary
 
 
 def git(*args: str) -> str:
@@ -498,6 +537,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for one run to be ready")
     parser.add_argument("--source", default="HEAD",
                         help="commit whose operator is measured (default HEAD); 'worktree' for the checkout as is")
+    parser.add_argument("--unrelated", type=int, default=0, metavar="K",
+                        help="after the operator's run, add K unrelated ConfigMaps to its namespace and measure a "
+                             "fresh operator's steady state again (RSS, requests)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reconcile.json"),
                         help="where to write every run's figures (JSON)")
     args = parser.parse_args()
@@ -547,7 +589,8 @@ def main() -> int:
                     if kind == "floor":
                         res = floor_run(kube_factory, n, ns, args.workers, args.timeout)
                     else:
-                        res = operator_run(kube_factory, n, ns, args.workers, args.timeout, info.kubeconfig, state)
+                        res = operator_run(kube_factory, n, ns, args.workers, args.timeout, info.kubeconfig, state,
+                                           unrelated=args.unrelated)
                     res["loadavg_1m_before"] = load
                     res["cleanup_s"] = remove_namespace(admin, ns)
                     row[kind] = res
