@@ -34,6 +34,7 @@ from llm_operator.builders import (
     route_problem,
     route_weights,
 )
+from llm_operator.builders.render import format_validation_error
 from llm_operator.rollout import RevisionState, canary, plan, requests
 from llm_operator.rollout import analysis as rollout_analysis
 from llm_operator.rollout.replicas import NodeGPUs, free_slots
@@ -287,11 +288,10 @@ def reconcile(
             {"apiVersion": API_VERSION, "kind": KIND, "metadata": dict(meta), "spec": body.get("spec") or {}}
         )
     except ValidationError as exc:
-        # The CRD's schema and CEL rules should have caught this; an older CRD version may not have.
-        first = exc.errors()[0]
-        # pydantic's location starts at the root model's field (`spec`), so it is already the full path.
-        where = ".".join(str(p) for p in first["loc"])
-        problems = [Problem("InvalidSpec", f"{where}: {first['msg']}")]
+        # The CRD's schema and CEL rules should have caught this; an older CRD version may not have. Every
+        # mistake is reported, as the API server does, so a user fixes them in one round, not one per apply.
+        # pydantic's locations start at the root model's field (`spec`), so they are already full paths.
+        problems = [Problem("InvalidSpec", "; ".join(format_validation_error(exc).splitlines()))]
         return _finish(kube, body, old_status, generation, problems=problems, observed=None, record=record,
                        writes_before=writes_before)
 

@@ -245,3 +245,18 @@ def test_a_child_name_taken_by_another_controller_is_a_conflict_not_a_takeover()
     assert ("apply", "Service", "m") not in kube.log and ("delete", "Service", "m") not in kube.log
     degraded = _condition(kube, "Degraded")
     assert degraded["reason"] == "NameConflict" and "Deployment web" in degraded["message"]
+
+
+def test_a_stored_spec_with_several_mistakes_reports_every_one() -> None:
+    """An object stored under an older CRD (no schema check) with two mistakes: both fields are named in the
+    Degraded message, not just the first, as the API server reports all of its own."""
+    kube = FakeKube()
+    body = _llmd(kube)
+    body["spec"]["runtime"]["backend"] = "tgi"
+    body["spec"]["replicas"] = -3
+    kube.put(body)
+    outcome = reconcile(kube, body)
+    assert outcome.reason == "InvalidSpec"
+    message = _condition(kube, "Degraded")["message"]
+    assert "spec.runtime.backend" in message and "spec.replicas" in message, message
+    assert not kube.find("Deployment")
