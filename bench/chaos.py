@@ -13,7 +13,8 @@ Scenarios (each in its own namespace, one `llmctl run -n NS --metrics-port P` pr
              `check` reports nothing wrong.
   kube-apiserver / etcd
              a smaller storm, the component stopped for --outage seconds and started again with the same flags
-             and data. The operator's llmop_api_requests_total is scraped every 0.5 s: the request rate while the
+             and data. The operator's llmop_api_requests_total and llmop_watch_requests_total (its child caches'
+             lists and watch attempts) are scraped every 0.5 s: the request rate while the
              component is down must stay bounded (its work queue backs off; no hot loop). One change made just
              before the stop and one just after the start must both be reconciled (watches re-established).
   stale-state
@@ -115,7 +116,9 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def api_requests(metrics: dict[str, float]) -> float:
-    return sum(v for k, v in metrics.items() if k.startswith("llmop_api_requests_total{"))
+    """The reconciler's requests and the child caches' lists and watch attempts (kopf's own are not counted)."""
+    return sum(v for k, v in metrics.items()
+               if k.startswith(("llmop_api_requests_total{", "llmop_watch_requests_total{")))
 
 
 class Operator:
