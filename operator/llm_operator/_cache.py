@@ -86,8 +86,15 @@ def matches(labels: Mapping[str, str] | None, selector: str | None) -> bool:
     return True
 
 
+def _trim(obj: Mapping[str, Any]) -> Obj:
+    """What the reconciler reads of an object: everything but managedFields, which no comparison uses and which
+    made up a large part of each cached Deployment (as client-go's informers, which strip it for the same reason)."""
+    meta = obj["metadata"]
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 class Store:
-    """One kind's objects by namespace and name. Thread-safe; readers get deep copies."""
+    """One kind's objects by namespace and name, without managedFields. Thread-safe; readers get deep copies."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,7 +130,7 @@ class Store:
                 return False
             if current is None and self._tombstones.get(key, -1) >= _rv(obj):
                 return False
-            space[key[1]] = dict(obj)
+            space[key[1]] = _trim(obj)
             self._tombstones.pop(key, None)
             return True
 
@@ -152,7 +159,7 @@ class Store:
         fresh: dict[str, dict[str, Obj]] = {}
         for obj in items:
             meta = obj["metadata"]
-            fresh.setdefault(meta.get("namespace") or "", {})[meta["name"]] = obj
+            fresh.setdefault(meta.get("namespace") or "", {})[meta["name"]] = _trim(obj)
         with self._lock:
             old, self._by_ns = self._by_ns, fresh
             self._tombstones.clear()

@@ -42,6 +42,11 @@ def test_store_keeps_the_newest_version_and_a_deletion_beats_a_late_apply_answer
     assert got is not None and got["metadata"]["resourceVersion"] == "16"
     got["metadata"]["name"] = "changed"  # readers get copies
     assert store.get(NS, "x") is not None
+    with_fields = _obj("y", 20)
+    with_fields["metadata"]["managedFields"] = [{"manager": "triton-llm-operator", "fieldsV1": {}}]
+    store.upsert(with_fields)
+    assert "managedFields" not in (store.get(NS, "y") or {})["metadata"]
+    assert with_fields["metadata"]["managedFields"], "the caller's object was changed"
 
 
 def test_store_lists_by_namespace_and_selector_and_a_relist_yields_the_difference() -> None:
