@@ -395,6 +395,14 @@ class Caches:
         return found if found is not None and found.synced.is_set() else None
 
 
+# Listed from the API on every pass, not from the cache: the rollout math (surge or swap on a full GPU pool)
+# counts replicas from the Deployments' spec and status, and with cached copies a full-pool rollout surged into
+# GPUs it did not have and stalled with a Pending pod (tests/e2e/test_rollout_availability.py,
+# test_canary.py: both failed in the first CI run with every kind cached). One list per reconcile; the
+# Deployment informer still re-queues the owner on every change and serves the other Deployment reads.
+LIVE_LISTS = frozenset({"Deployment"})
+
+
 class CachedKube:
     """The reconciler's client: reads of cached kinds come from the informers' stores, everything else goes to
     the API; writes go to the API and their answers update the stores."""
@@ -452,6 +460,9 @@ class CachedKube:
 
     def list(self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
              ) -> list[dict[str, Any]]:
+        if kind in LIVE_LISTS:
+            return self.raw.list(api_version=api_version, kind=kind, namespace=namespace,
+                                 label_selector=label_selector)
         store = self._store(kind, namespace)
         # The cache holds only what the informers' selector selects: a query that asks for less is answered
         # from it, any other goes to the API.

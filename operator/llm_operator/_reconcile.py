@@ -67,6 +67,7 @@ class NodeFacts:
     gpu_nodes: tuple[NodeGPUs, ...] = ()
     gpu_used: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs its pods hold
     unbound: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (namespace, LLMD) -> GPUs pending
+    ours: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (namespace, LLMD) -> GPU pods seen
 
     @classmethod
     def from_nodes(cls, nodes: Any, *, pods: Any = ()) -> NodeFacts:
@@ -86,13 +87,17 @@ class NodeFacts:
                     extended[key] = extended.get(key, 0) + int(value or 0)
         used: dict[str, int] = {}
         unbound: dict[tuple[str, str], int] = {}
+        ours: dict[tuple[str, str], int] = {}
         for node, pod in pods:
+            if pod.get("instance"):
+                owner = (str(pod.get("namespace")), str(pod["instance"]))
+                ours[owner] = ours.get(owner, 0) + 1
             if node:
                 used[node] = used.get(node, 0) + int(pod.get("gpus", 0))
             elif pod.get("instance"):
                 key = (str(pod.get("namespace")), str(pod["instance"]))
                 unbound[key] = unbound.get(key, 0) + int(pod.get("gpus", 0))
-        return cls(products, extended, tuple(gpu_nodes), used, unbound)
+        return cls(products, extended, tuple(gpu_nodes), used, unbound, ours)
 
     def room(self, llmd: LLMDeployment, namespace: str) -> tuple[int, str]:
         """Free slots for one more pod of this model (replicas.free_slots), from the node and pod indexes."""
@@ -326,6 +331,14 @@ def reconcile(
     if room and given_back:
         room_reason += f"; {given_back} of them are the slots this model's own replicas gave back"
     room = max(room - given_back, 0)
+    # Pods our Deployments are meant to have that the pod index does not show yet (a ReplicaSet that has not
+    # created them, or an event still on its way) will take free slots too: without this, a swap on a full pool
+    # saw the slot an old pod gave back as room and surged into it (a fast pass after the cached reads).
+    if nodes is not None and _gpus_per_pod(llmd):
+        unseen = max(held - nodes.ours.get((namespace, name), 0), 0)
+        if room and unseen:
+            room_reason += f"; {unseen} of our own pods are not bound yet and will take free slots"
+        room = max(room - unseen, 0)
     # The mode in status is what the rollout does, not just what a pass sees: once surged pods have taken the
     # free GPUs the pool shows no room, yet the rollout is still surging while it holds more than `replicas`.
     surging = room > 0 or held > llmd.spec.replicas
