@@ -135,27 +135,10 @@ class ReadyWatch:
         query = [("watch", "true"), ("timeoutSeconds", "30"), ("allowWatchBookmarks", "true")]
         if resource_version:
             query.append(("resourceVersion", resource_version))
-        method, url, headers, body, _ = self._api.param_serialize(
-            method="GET", resource_path=self._path, query_params=query,
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        resp = self._api.call_api(method, url, header_params=headers, body=body, _request_timeout=(10, 60))
-        raw = resp.response
-        try:
-            if resp.status != 200:
-                raise KubeError(f"watch {self._path}: {resp.status} {raw.read()[:300]!r}", status=resp.status)
-            buf = b""
-            for chunk in raw.stream(amt=None, decode_content=False):
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-                if self._stop.is_set():
-                    return
-        finally:
-            # Closed, not just released: a half-read stream must not go back into the connection pool.
-            raw.close()
-            raw.release_conn()
+        for event in Kube(self._api).stream(self._path, query=query, read_timeout=60):
+            yield event
+            if self._stop.is_set():
+                return
 
     def _run(self) -> None:
         # Without a resourceVersion the server first sends every existing object as ADDED, so a restart
