@@ -416,3 +416,12 @@ def operator_process(cluster: Cluster, crd: str, tmp_path: Path) -> Iterator[Ope
     crashes = [line for line in op.log.splitlines() if re.search(r"reconcile \S+ crashed", line)]
     if crashes:
         pytest.fail("the operator process logged crashed reconciles:\n" + "\n".join(crashes), pytrace=False)
+
+
+# kopf's log lines start with "[2026-11-23 17:20:22,403]": milliseconds of 403 are not an HTTP status.
+_DENIAL = re.compile(r"(?<![,.:\d])\b403\b|forbidden", re.IGNORECASE)
+
+
+def denials(log: str) -> list[str]:
+    """The operator log's lines that report an API request denied (HTTP 403, "forbidden")."""
+    return [line for line in log.splitlines() if _DENIAL.search(line)]

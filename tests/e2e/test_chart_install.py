@@ -22,7 +22,7 @@ import pytest
 import yaml
 from llm_operator import _kinds as registry
 
-from e2e.pytest_plugin import Cluster, OperatorProcess, ensure_monitoring_crds, monitoring_crd, wait_for
+from e2e.pytest_plugin import Cluster, OperatorProcess, denials, ensure_monitoring_crds, monitoring_crd, wait_for
 from tests.e2e.test_operator import apply, get, llmd, wait_condition
 from tests.unit.test_chart import CHART, VALUE_SETS, helm, lease_triples, registry_triples, template, triples
 
@@ -122,10 +122,6 @@ def adopt_crd(cluster: Cluster, release: str, namespace: str) -> None:
                     f"meta.helm.sh/release-namespace={namespace}")
 
 
-def forbidden(log: str) -> list[str]:
-    return [line for line in log.splitlines() if re.search(r"\b403\b|forbidden", line, re.IGNORECASE)]
-
-
 # ------------------------------------------------------------------------------------------------- tests
 
 
@@ -204,7 +200,7 @@ def test_helm_install_upgrade_uninstall_with_the_operator_on_the_charts_service_
     wait_for(lambda: re.search(r'llmop_llmdeployment_condition\{[^}]*llmdeployment="chart-model"[^}]*'
                                r'reason="AllReplicasReady"[^}]*type="Ready"\} 1\.0', http_get(metrics_url)),
              what="the Ready condition on the metrics endpoint")
-    assert not forbidden(operator_process.log), "\n".join(forbidden(operator_process.log)[:20])
+    assert not denials(operator_process.log), "\n".join(denials(operator_process.log)[:20])
 
     # helm upgrade to a newer chart (its CRD changed) with changed values: the Deployment rolls, the CRD is patched
     # in place (same object, new spec), LLMDeployments stay.
@@ -230,7 +226,7 @@ def test_helm_install_upgrade_uninstall_with_the_operator_on_the_charts_service_
 
     # helm uninstall: the operator's objects go; the CRD stays (keep), so LLMDeployments and their pods stay.
     operator_process.stop()
-    assert not forbidden(operator_process.log), "\n".join(forbidden(operator_process.log)[:20])
+    assert not denials(operator_process.log), "\n".join(denials(operator_process.log)[:20])
     uninstall = helm("uninstall", release, "--namespace", namespace, "--wait", home=tmp_path,
                      kubeconfig=cluster.kubeconfig)
     assert f"[CustomResourceDefinition] {CRD}" in uninstall.stdout, uninstall.stdout  # "kept due to the policy"
@@ -277,7 +273,7 @@ def test_namespaced_install_runs_the_operator_on_roles(
     wait_condition(cluster, watched, "ns-model", "Ready", "True", "AllReplicasReady", timeout=90)
     http_get(liveness)
     operator_process.stop()
-    assert not forbidden(operator_process.log), "\n".join(forbidden(operator_process.log)[:20])
+    assert not denials(operator_process.log), "\n".join(denials(operator_process.log)[:20])
     helm("uninstall", release, "--namespace", namespace, "--wait", home=tmp_path, kubeconfig=cluster.kubeconfig)
     assert cluster.kubectl("get", "role", fullname, "-n", watched, check=False).returncode != 0
     assert {k.plural for k in registry.KINDS if not k.namespaced} == {"nodes", "namespaces",

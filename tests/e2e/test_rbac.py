@@ -14,7 +14,7 @@ import pytest
 import yaml
 from llm_operator import _kinds as registry
 
-from e2e.pytest_plugin import Cluster, Operator, OperatorProcess, ensure_monitoring_crds, wait_for
+from e2e.pytest_plugin import Cluster, Operator, OperatorProcess, denials, ensure_monitoring_crds, wait_for
 from tests.e2e.test_operator import apply, children, get, llmd, wait_condition
 from tests.unit.test_chart import VALUE_SETS, render
 
@@ -257,6 +257,5 @@ def test_the_operator_runs_with_its_service_account_token(
     finally:
         # A denial usually stalls the exercise too; report the denial, the cause, rather than a timeout.
         operator_process.stop()
-        denied = [line for line in operator_process.log.splitlines()
-                  if re.search(r"\b403\b|forbidden", line, re.IGNORECASE)]
+        denied = denials(operator_process.log)
         assert not denied, "the operator was denied with docs/rbac.yaml:\n" + "\n".join(denied[:20])
