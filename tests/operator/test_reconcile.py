@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_operator._reconcile import reconcile
+from llm_operator._reconcile import NodeFacts, reconcile
 from llm_operator.builders import REVISION_LABEL
 
 from tests.operator.fake_kube import FakeKube
@@ -51,6 +51,11 @@ def _set_pods(kube: FakeKube, deploy: dict[str, Any], *, replicas: int, ready: i
 def _condition(kube: FakeKube, type_: str) -> dict[str, Any]:
     obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def _status(kube: FakeKube) -> dict[str, Any]:
+    obj = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m") or {}
+    return dict(obj["status"])
 
 
 def test_first_reconcile_creates_every_child_and_a_second_one_writes_nothing() -> None:
@@ -260,3 +265,42 @@ def test_a_stored_spec_with_several_mistakes_reports_every_one() -> None:
     message = _condition(kube, "Degraded")["message"]
     assert "spec.runtime.backend" in message and "spec.replicas" in message, message
     assert not kube.find("Deployment")
+
+
+def _full_pool(*, on_node: int, pending: int = 0) -> NodeFacts:
+    """One H100 node with 2 GPUs; the pod index shows `on_node` of this model's pods bound to it and `pending`
+    created but not bound."""
+    node = {"name": "gpu-0", "product": "NVIDIA-H100-80GB-HBM3", "allocatable": {"nvidia.com/gpu": "2"}}
+    pod = {"namespace": NS, "instance": "m", "gpus": 1}
+    return NodeFacts.from_nodes([node], pods=[("gpu-0", pod)] * on_node + [("", pod)] * pending)
+
+
+def test_pods_a_deployment_is_meant_to_have_but_the_index_does_not_show_yet_are_not_room_to_surge() -> None:
+    kube = FakeKube()
+    reconcile(kube, _llmd(kube), nodes=_full_pool(on_node=2))
+    (old_rev, old), = _deployments(kube).items()
+    _set_pods(kube, old, replicas=2, ready=2)
+    _again(kube)
+    _llmd(kube, generation=2, runtime={"backend": "vllm", "maxBatchSize": 32})
+    _again(kube)  # no node facts: nothing is room, one old pod is cut
+    _set_pods(kube, _deployments(kube)[old_rev], replicas=1, ready=1)
+    body = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+    reconcile(kube, body, nodes=_full_pool(on_node=1))  # the cut pod's slot: the new revision gets 1 pod
+    new_rev = next(r for r in _deployments(kube) if r != old_rev)
+    assert _deployments(kube)[new_rev]["spec"]["replicas"] == 1
+
+    # A pass before the new pod shows up in the pod index sees one free GPU. It is the new pod's, not room for a
+    # surge: the old pod must stay, the new revision must not ask for a second GPU, and the mode stays Swap.
+    body = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+    reconcile(kube, body, nodes=_full_pool(on_node=1))
+    deps = _deployments(kube)
+    assert (deps[old_rev]["spec"]["replicas"], deps[new_rev]["spec"]["replicas"]) == (1, 1)
+    assert _status(kube)["rollout"]["surge"] == "Swap"
+    assert "not bound yet" in _status(kube)["rollout"]["surgeReason"]
+
+    # Once the index shows it (pending, then bound), the answer is the same.
+    for facts in (_full_pool(on_node=1, pending=1), _full_pool(on_node=2)):
+        body = kube.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+        reconcile(kube, body, nodes=facts)
+        deps = _deployments(kube)
+        assert (deps[old_rev]["spec"]["replicas"], deps[new_rev]["spec"]["replicas"]) == (1, 1)
