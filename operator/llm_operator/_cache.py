@@ -301,22 +301,19 @@ class Informer:
                     rv = self._list()
                 rv = self._watch(rv)
                 backoff = 1.0
-            except KubeError as exc:
+            except Exception as exc:
                 if self._stop.is_set():
                     return
                 WATCH_ERRORS.labels(self.kind.kind).inc()
-                if exc.status == 410:
+                if isinstance(exc, KubeError):
+                    if exc.status == 410:  # Gone: our resourceVersion is older than etcd keeps; list again now
+                        rv = None
+                        continue
+                    log.warning("informer %s: %s (retry in %.0fs)", self.kind.plural, exc, backoff)
+                else:
+                    # Not an answer of the API (a broken stream, a bug): nothing read since can be trusted.
+                    log.exception("informer %s failed (retry in %.0fs)", self.kind.plural, backoff)
                     rv = None
-                    continue
-                log.warning("informer %s: %s (retry in %.0fs)", self.kind.plural, exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                WATCH_ERRORS.labels(self.kind.kind).inc()
-                log.exception("informer %s failed (retry in %.0fs)", self.kind.plural, backoff)
-                rv = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
@@ -400,7 +397,7 @@ class Caches:
 # GPUs it did not have and stalled with a Pending pod (tests/e2e/test_rollout_availability.py,
 # test_canary.py: both failed in the first CI run with every kind cached). One list per reconcile; the
 # Deployment informer still re-queues the owner on every change and serves the other Deployment reads.
-LIVE_LISTS = frozenset({"Deployment"})
+LIVE_LISTS: frozenset[str] = frozenset()
 
 
 class CachedKube:

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +144,36 @@ def moto_server(workdir: Path) -> Iterator[Moto]:
         log.close()
 
 
-class FaultProxy:
+def reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"",
+          headers: Iterable[tuple[str, str]] = (), *, head: bool = False) -> None:
+    handler.send_response(status)
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if not head:
+        handler.wfile.write(body)
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Served:
+    """A threaded HTTP server on 127.0.0.1 (an ephemeral port) for one handler class, stopped by close()."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FaultProxy(_Served):
     """A forwarding proxy on 127.0.0.1 that answers the first `fail` requests with HTTP 500 and passes the rest,
     Host header and all (so SigV4 signatures stay valid), to `upstream`."""
 
@@ -154,45 +183,28 @@ class FaultProxy:
         self.seen: list[tuple[int, str]] = []
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(_Quiet):
             def do_GET(self) -> None:
                 if proxy.fail > 0:
                     proxy.fail -= 1
                     proxy.seen.append((500, self.path))
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
+                    return reply(self, 500)
+                conn = http.client.HTTPConnection(proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30)
                 conn.request("GET", self.path, headers=dict(self.headers.items()))
                 resp = conn.getresponse()
                 body = resp.read()
-                proxy.seen.append((resp.status, self.path))
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
                 conn.close()
+                proxy.seen.append((resp.status, self.path))
+                hop = ("content-length", "transfer-encoding", "connection", "server", "date")
+                reply(self, resp.status, body, [(k, v) for k, v in resp.getheaders() if k.lower() not in hop])
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 # ----------------------------------------------------------------------------------- Hub and GCS stand-ins
 
 
-class StandIn:
+class StandIn(_Served):
     """A threaded HTTP server on 127.0.0.1 serving `files` the way the Hugging Face Hub (hf) or the GCS JSON API
     (gs) does, for the calls llm-fetch makes. `fail` answers the first N requests with 500; `token`, when set,
     is the bearer token every request must carry (401/403 otherwise)."""
@@ -206,19 +218,10 @@ class StandIn:
         self.requests: list[str] = []
         stand_in = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(_Quiet):
             def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
                       *, head: bool = False) -> None:
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+                reply(self, status, body, (headers or {}).items(), head=head)
 
             def _handle(self, head: bool) -> None:
                 stand_in.requests.append(f"{self.command} {self.path}")
@@ -240,13 +243,7 @@ class StandIn:
             def do_HEAD(self) -> None:
                 self._handle(head=True)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
     # The Hub: repo_info (/api/models/{repo}/revision/{rev}), the recursive tree listing
     # (/api/models/{repo}/tree/{commit}) and /{repo}/resolve/{commit}/{file} (HEAD for the metadata, GET for
