@@ -4,6 +4,8 @@ For each N, repeated R times (the order of the two runs alternates: floor first,
   floor:    a pool of LLMOPS_WORKERS threads (the operator's own worker count) server-side-applies the very
             manifests `llmctl render` produces; each task applies one object's four children (ConfigMap,
             Service, Deployment, PDB) in order, waiting for each answer, as one operator reconcile does.
+            With --children full also the HPA, the canary's two revision Services, and a read of the
+            object's HTTPRoute (whose weights already say what they should).
             Done when every Deployment is ready.
   operator: one client creates N LLMDeployments; the operator (a separate `llmctl run` process with default
             settings and the same LLMOPS_WORKERS) builds the children. Done when every LLMDeployment reports
@@ -61,10 +63,16 @@ from llm_operator.dev._cluster import free_port  # noqa: E402
 RESYNC_SECONDS = 20.0
 WARMUP = "warmup"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
+ROUTE_API = "gateway.networking.k8s.io/v1"
 
 
-def spec(name: str, namespace: str) -> dict[str, Any]:
-    return {
+# --children full adds what the autoscaling and canary features put next to every object: an HPA, and the canary's
+# two revision Services behind a user's HTTPRoute (one per object, made before the clock starts in both runs).
+CHILDREN = {"basic": False, "full": True}
+
+
+def spec(name: str, namespace: str, *, full: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "apiVersion": "serving.llmops.dev/v1alpha1",
         "kind": "LLMDeployment",
         "metadata": {"name": name, "namespace": namespace},
@@ -75,6 +83,26 @@ def spec(name: str, namespace: str) -> dict[str, Any]:
             "replicas": 1,
         },
     }
+    if full:
+        body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "metrics": {"queueDepth": 16}}
+        body["spec"]["rollout"] = {"strategy": "Canary", "canary": {
+            "steps": [{"setWeight": 20}, {"pause": {}}], "trafficRouting": {"gatewayAPI": {"httpRoute": name}}}}
+    return body
+
+
+def http_route(name: str, namespace: str) -> dict[str, Any]:
+    """The user's route: all traffic on the stable revision, as the operator leaves it between rollouts."""
+    llmd = LLMDeployment.model_validate(spec(name, namespace, full=True))
+    stable, canary = builders.revision_service_name(llmd, "stable"), builders.revision_service_name(llmd, "canary")
+    return {"apiVersion": ROUTE_API, "kind": "HTTPRoute", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"parentRefs": [{"name": "public"}],
+                     "rules": [{"backendRefs": [{"name": stable, "port": 8000, "weight": 100},
+                                                {"name": canary, "port": 8000, "weight": 0}]}]}}
+
+
+def make_routes(kube: Kube, ns: str, names: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="routes") as pool:
+        list(pool.map(lambda name: kube.create(http_route(name, ns)), names))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -205,23 +233,39 @@ def latency_figures(started: dict[str, float], watch: ReadyWatch) -> dict[str, f
             "min": min(lat), "mean": statistics.fmean(lat)}
 
 
-def floor_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float) -> dict[str, Any]:
+def floor_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float, *,
+              full: bool = False) -> dict[str, Any]:
     admin = Kube(kube_factory())
     make_namespace(admin, ns)
     kube = Kube(kube_factory())
 
     def apply_children(name: str) -> None:
-        llmd = LLMDeployment.model_validate(spec(name, ns))
+        llmd = LLMDeployment.model_validate(spec(name, ns, full=full))
         for child in builders.build_children(llmd, namespace=ns, owner_uid=None, monitoring_crds=False):
             kube.apply(child)
+        if full:
+            # What a canary's reconcile does beyond the children: its two revision Services, then the route's
+            # weights, set only where they differ (they do not: the route already sends everything to stable).
+            revision = builders.revision_hash(llmd)
+            for role in ("stable", "canary"):
+                kube.apply(builders.build_revision_service(llmd, namespace=ns, owner_uid=None, role=role,
+                                                           revision=revision))
+            route = kube.get(api_version=ROUTE_API, kind="HTTPRoute", namespace=ns, name=name)
+            body = builders.route_weights(route or {}, stable_service=builders.revision_service_name(llmd, "stable"),
+                                          canary_service=builders.revision_service_name(llmd, "canary"),
+                                          canary_weight=0)
+            if body is not None:
+                kube.apply(body)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="floor") as pool:
+        names = [f"m{i}" for i in range(n)]
+        if full:
+            make_routes(admin, ns, [WARMUP, *names])
         warm = deployment_watch(kube_factory(), ns, {WARMUP}).start()
         pool.submit(apply_children, WARMUP).result()
         warm.wait(timeout=120)
         warm.stop()
         before = sum(kube.requests.values())
-        names = [f"m{i}" for i in range(n)]
         watch = deployment_watch(kube_factory(), ns, set(names)).start()
         started: dict[str, float] = {}
         futures = []
@@ -318,25 +362,27 @@ class OperatorProcess:
 
 
 def operator_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int, timeout: float,
-                 kubeconfig: str, logdir: Path, unrelated: int = 0) -> dict[str, Any]:
+                 kubeconfig: str, logdir: Path, unrelated: int = 0, full: bool = False) -> dict[str, Any]:
     kube = Kube(kube_factory())
     make_namespace(kube, ns)
     log = logdir / f"operator-{ns}.log"
     op = OperatorProcess(ns=ns, kubeconfig=kubeconfig, env={"LLMOPS_WORKERS": str(workers)}, log=log)
     try:
+        names = [f"m{i}" for i in range(n)]
+        if full:
+            make_routes(kube, ns, [WARMUP, *names])
         # The warm-up object proves kopf's watches and the work queue are running before the clock starts.
         warm = llmd_watch(kube_factory(), ns, {WARMUP}).start()
-        kube.create(spec(WARMUP, ns))
+        kube.create(spec(WARMUP, ns, full=full))
         warm.wait(timeout=120)
         warm.stop()
         base = op.quiet()
-        names = [f"m{i}" for i in range(n)]
         watch = llmd_watch(kube_factory(), ns, set(names)).start()
         started: dict[str, float] = {}
         t0 = time.monotonic()
         for name in names:
             started[name] = time.monotonic()
-            kube.create(spec(name, ns))
+            kube.create(spec(name, ns, full=full))
         created = time.monotonic() - t0
         try:
             watch.wait(timeout)
@@ -523,6 +569,9 @@ def main() -> int:
     parser.add_argument("--unrelated", type=int, default=0, metavar="K",
                         help="after the operator's run, add K unrelated ConfigMaps to its namespace and measure a "
                              "fresh operator's steady state again (RSS, requests)")
+    parser.add_argument("--children", choices=sorted(CHILDREN), default="basic",
+                        help="basic: ConfigMap, Service, Deployment, PDB per object; full: also an HPA and a canary "
+                             "with two revision Services behind a (pre-made) HTTPRoute")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reconcile.json"),
                         help="where to write every run's figures (JSON)")
     args = parser.parse_args()
@@ -570,10 +619,11 @@ def main() -> int:
                     print(f"N={n} repeat {r + 1}/{repeat}: {kind} ...", file=sys.stderr)
                     load = os.getloadavg()[0]
                     if kind == "floor":
-                        res = floor_run(kube_factory, n, ns, args.workers, args.timeout)
+                        res = floor_run(kube_factory, n, ns, args.workers, args.timeout,
+                                        full=CHILDREN[args.children])
                     else:
                         res = operator_run(kube_factory, n, ns, args.workers, args.timeout, info.kubeconfig, state,
-                                           unrelated=args.unrelated)
+                                           unrelated=args.unrelated, full=CHILDREN[args.children])
                     res["loadavg_1m_before"] = load
                     res["cleanup_s"] = remove_namespace(admin, ns)
                     row[kind] = res
@@ -591,6 +641,7 @@ def main() -> int:
                 "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                             "platform": platform.platform(), "python": platform.python_version()},
                 "workers": args.workers,
+                "children": args.children,
                 "source": source,
                 "summary": summary,
                 "runs": runs,

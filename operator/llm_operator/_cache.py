@@ -12,7 +12,10 @@ Staleness is handled where it matters:
   event leaves a tombstone so a late answer cannot resurrect the object), so the next pass does not re-apply;
 - a child the cache does not hold is read from the API before it is created: an object of that name without our
   labels (a user's) must be reported, not overwritten;
-- a kind whose informer has not synced (a monitor CRD that just appeared) is read from the API.
+- a kind whose informer has not synced (a monitor CRD that just appeared) is read from the API;
+- the rollout math counts replicas from cached Deployments, and pods it has asked for that the pod index does
+  not show yet are not free GPUs (``_reconcile``'s room rule): a fast pass after a scale-down must not surge into
+  the slot the new revision's pod is about to take.
 """
 
 from __future__ import annotations
@@ -392,12 +395,6 @@ class Caches:
         return found if found is not None and found.synced.is_set() else None
 
 
-# Listed from the API on every pass, not from the cache: the rollout math (surge or swap on a full GPU pool)
-# counts replicas from the Deployments' spec and status, and with cached copies a full-pool rollout surged into
-# GPUs it did not have and stalled with a Pending pod (tests/e2e/test_rollout_availability.py,
-# test_canary.py: both failed in the first CI run with every kind cached). One list per reconcile; the
-# Deployment informer still re-queues the owner on every change and serves the other Deployment reads.
-LIVE_LISTS: frozenset[str] = frozenset()
 
 
 class CachedKube:
@@ -457,9 +454,6 @@ class CachedKube:
 
     def list(self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
              ) -> list[dict[str, Any]]:
-        if kind in LIVE_LISTS:
-            return self.raw.list(api_version=api_version, kind=kind, namespace=namespace,
-                                 label_selector=label_selector)
         store = self._store(kind, namespace)
         # The cache holds only what the informers' selector selects: a query that asks for less is answered
         # from it, any other goes to the API.

@@ -189,7 +189,8 @@ class FaultProxy(_Served):
                     proxy.fail -= 1
                     proxy.seen.append((500, self.path))
                     return reply(self, 500)
-                conn = http.client.HTTPConnection(proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30)
+                upstream = proxy.upstream
+                conn = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port, timeout=30)
                 conn.request("GET", self.path, headers=dict(self.headers.items()))
                 resp = conn.getresponse()
                 body = resp.read()
