@@ -237,11 +237,14 @@ class Informer:
         except Exception:  # a handler's bug must not stop the cache
             log.exception("informer %s: event handler failed", self.kind.plural)
 
+    def _selector(self) -> list[tuple[str, str]]:
+        return [("labelSelector", self.label_selector)] if self.label_selector else []
+
     def _list(self) -> str:
         items: list[Obj] = []
         cont = ""
         while True:
-            query = [("labelSelector", self.label_selector), ("limit", str(self._page_size))]
+            query = [*self._selector(), ("limit", str(self._page_size))]
             if cont:
                 query.append(("continue", cont))
             self._record("list")
@@ -263,7 +266,7 @@ class Informer:
 
     def _watch(self, rv: str) -> str | None:
         """Follow the watch from ``rv``; the last resourceVersion seen, or None when the list must be redone."""
-        query = [("watch", "true"), ("labelSelector", self.label_selector), ("resourceVersion", rv),
+        query = [("watch", "true"), *self._selector(), ("resourceVersion", rv),
                  ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(self._watch_seconds))]
         self._record("watch")
 
@@ -352,9 +355,14 @@ class Caches:
                 def on_event(type_: str, obj: Mapping[str, Any], k: registry.Kind = k) -> None:
                     handler(k, type_, obj)
             self._informers[k.kind] = [
-                self._make(self.kube, k, label_selector=self.label_selector, namespace=ns,
+                self._make(self.kube, k, label_selector=self.selector_of(k), namespace=ns,
                            on_event=on_event).start()
                 for ns in self.namespaces]
+
+    def selector_of(self, k: registry.Kind) -> str:
+        """Children carry our labels; a user's object the spec names (an HTTPRoute) carries none we could
+        select on, so its informer holds every object of its kind in the watched namespaces."""
+        return self.label_selector if k.child else ""
 
     def stop_kind(self, kind: str) -> None:
         with self._lock:
@@ -406,7 +414,6 @@ class CachedKube:
         self.caches = caches
         self._lock = threading.Lock()
         self.cache_reads_by_namespace: Counter[str] = Counter()
-        self._required = dict(parse_selector_terms(caches.label_selector))
 
     # What tests and the probe read from the client, passed through.
     @property
@@ -438,6 +445,9 @@ class CachedKube:
         informer = self.caches.informer(kind, namespace)
         return informer.store if informer is not None else None
 
+    def _selector(self, kind: str) -> str:
+        return self.caches.selector_of(registry.kind(kind))
+
     def get(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         store = self._store(kind, namespace)
         if store is not None:
@@ -448,7 +458,7 @@ class CachedKube:
         # Not cached, or not (yet) in the cache: only the API can say whether an object of that name exists
         # without our labels (a user's, which must not be overwritten) or was made since the last event.
         live = self.raw.get(api_version=api_version, kind=kind, namespace=namespace, name=name)
-        if live is not None and store is not None and self._ours(live):
+        if live is not None and store is not None and self._ours(kind, live):
             store.upsert(live)
         return live
 
@@ -457,7 +467,7 @@ class CachedKube:
         store = self._store(kind, namespace)
         # The cache holds only what the informers' selector selects: a query that asks for less is answered
         # from it, any other goes to the API.
-        if store is not None and self._narrower(label_selector):
+        if store is not None and self._narrower(kind, label_selector):
             self._counted(kind, namespace)
             return store.list(namespace, label_selector)
         return self.raw.list(api_version=api_version, kind=kind, namespace=namespace, label_selector=label_selector)
@@ -466,7 +476,7 @@ class CachedKube:
         applied = self.raw.apply(obj, subresource=subresource, force=force)
         if subresource is None:
             store = self._store(obj["kind"], obj["metadata"].get("namespace"))
-            if store is not None and self._ours(applied):
+            if store is not None and self._ours(obj["kind"], applied):
                 store.upsert(applied)
         return applied
 
@@ -477,7 +487,7 @@ class CachedKube:
         store = self._store(kind, namespace)
         if store is not None:
             if subresource is None:
-                if self._ours(result):
+                if self._ours(kind, result):
                     store.upsert(result)
             elif subresource == "scale" and "replicas" in (body.get("spec") or {}):
                 # The answer is a Scale, not the object: note the new replicas until the watch brings the object.
@@ -499,12 +509,13 @@ class CachedKube:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         return self.raw.create(obj)
 
-    def _ours(self, obj: Mapping[str, Any]) -> bool:
-        return matches(obj["metadata"].get("labels"), self.caches.label_selector)
+    def _ours(self, kind: str, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` belongs in its kind's cache (the informer's selector selects it)."""
+        return matches(obj["metadata"].get("labels"), self._selector(kind))
 
-    def _narrower(self, selector: str | None) -> bool:
+    def _narrower(self, kind: str, selector: str | None) -> bool:
         asked = dict(parse_selector_terms(selector))
-        return all(asked.get(k) == v for k, v in self._required.items())
+        return all(asked.get(k) == v for k, v in parse_selector_terms(self._selector(kind)))
 
 
 def parse_selector_terms(selector: str | None) -> list[tuple[str, str]]:

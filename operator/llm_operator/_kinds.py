@@ -21,7 +21,8 @@ class Kind:
     namespaced: bool = True
     child: bool = False  # created by the operator with an owner reference
     prunable: bool = False  # deleted when the spec no longer asks for it (Deployments retire by rollout)
-    watched: bool = False  # its events re-queue the owning LLMDeployment
+    watched: bool = False  # its events re-queue the owning LLMDeployment (or, not a child, those naming it)
+    cached: bool = False  # not a child, yet read through an informer (one without a label selector)
     crd: str | None = None  # served only while this CRD exists (e.g. the Prometheus Operator's)
     subresources: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (subresource, verbs)
     # Granted by a Role in the operator's own namespace only (the leader Lease), never by the ClusterRole: a
@@ -65,9 +66,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", ("list", "watch"),
          namespaced=False),  # which optional child kinds (monitors) the cluster serves
     # The user's route of a canary with trafficRouting.gatewayAPI: read, and its backendRef weights set by
-    # server-side apply (RBAC's `patch`; never `create`: a missing route is reported, not made).
-    Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", ("get", "patch"),
-         crd="httproutes.gateway.networking.k8s.io"),
+    # server-side apply (RBAC's `patch`; never `create`: a missing route is reported, not made). Cached and
+    # watched while its CRD is served, so a steady-state pass reads nothing and a user's edit of the weights
+    # re-queues the LLMDeployments that name the route.
+    Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", ("get", "list", "watch", "patch"),
+         watched=True, cached=True, crd="httproutes.gateway.networking.k8s.io"),
     # Leader election (llmctl run --leader-elect): one Lease, read, created once, renewed by update (PUT).
     Kind("coordination.k8s.io/v1", "Lease", "leases", ("get", "create", "update"), own_namespace=True),
     Kind("v1", "ServiceAccount", "serviceaccounts", ()),  # tools only (bench/): the operator never touches it
@@ -77,7 +80,8 @@ BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}
 CHILDREN: tuple[Kind, ...] = tuple(k for k in KINDS if k.child)
 PRUNABLE: tuple[Kind, ...] = tuple(k for k in CHILDREN if k.prunable)
 WATCHED: tuple[Kind, ...] = tuple(k for k in CHILDREN if k.watched)
-OPTIONAL: dict[str, Kind] = {k.crd: k for k in CHILDREN if k.crd}  # CRD name -> kind
+CACHED: tuple[Kind, ...] = tuple(k for k in KINDS if k.child or k.cached)  # an informer each
+OPTIONAL: dict[str, Kind] = {k.crd: k for k in CACHED if k.crd}  # CRD name -> kind
 
 
 def kind(name: str) -> Kind:

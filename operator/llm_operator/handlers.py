@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -64,9 +65,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
         namespaces = []
     controller: Controller | None = None
 
-    def child_event(kind: Any, type_: str, obj: Any) -> None:
-        key = _owner_key(obj["metadata"])
-        if key is not None and controller is not None:
+    def child_event(kind: registry.Kind, type_: str, obj: Any) -> None:
+        if controller is None:
+            return
+        meta = obj["metadata"]
+        if kind.child:
+            keys = [key] if (key := _owner_key(meta)) is not None else []
+        else:  # a user's object the specs name (an HTTPRoute): every LLMDeployment that names it
+            keys = _naming(controller.bodies, kind.kind, meta.get("namespace") or "", meta["name"])
+        for key in keys:
             controller.enqueue(key)
 
     caches = Caches(kube, label_selector=CHILD_SELECTOR, namespaces=namespaces, on_event=child_event)
@@ -170,6 +177,20 @@ def llmdeployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **kw
     ctl.node_index = kwargs["gpu_nodes"]  # the index above, injected by kopf under its function's name
     ctl.pod_index = kwargs["gpu_pods"]
     ctl.observe(dict(body), deleted=type == "DELETED")
+
+
+def _naming(bodies: Mapping[tuple[str, str], Mapping[str, Any]], kind: str, namespace: str, name: str
+           ) -> list[tuple[str, str]]:
+    """The LLMDeployments among ``bodies`` whose spec names the ``kind`` object ``namespace/name``."""
+    if kind != "HTTPRoute":
+        return []
+    keys = []
+    for key, body in list(bodies.items()):
+        canary = ((body.get("spec") or {}).get("rollout") or {}).get("canary") or {}
+        route = ((canary.get("trafficRouting") or {}).get("gatewayAPI") or {}).get("httpRoute")
+        if key[0] == namespace and route == name:
+            keys.append(key)
+    return keys
 
 
 def _owner_key(meta: Any) -> tuple[str, str] | None:

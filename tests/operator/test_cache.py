@@ -100,7 +100,7 @@ def _cached(raw: _CountingKube) -> tuple[CachedKube, Caches]:
 
 def _watch(raw: _CountingKube, caches: Caches) -> None:
     """Deliver what the API server holds to the stores, as the watches would."""
-    for kind in registry.CHILDREN:
+    for kind in registry.CACHED:
         informer = caches.informer(kind.kind, NS)
         if informer is not None:
             for obj in raw.find(kind.kind):
@@ -186,3 +186,36 @@ def test_a_child_deleted_by_hand_is_recreated_and_a_foreign_object_is_not_overwr
     assert not [w for w in raw.log[writes:] if w[1] == "ConfigMap"], "the user's ConfigMap was overwritten"
     assert outcome.reason == "NameConflict"
     assert (raw.find("ConfigMap")[0].get("data") or {}) == {"mine": "1"}
+
+
+def test_a_canary_on_a_gateway_route_reads_the_route_from_its_cache_in_the_steady_state() -> None:
+    raw = _CountingKube()
+    kube, caches = _cached(raw)
+    caches.start_kind(registry.kind("HTTPRoute"))  # the Gateway API CRD is served
+    body = _llmd(raw)
+    body["spec"]["rollout"] = {"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 20}, {"pause": {}}], "trafficRouting": {"gatewayAPI": {"httpRoute": "llm"}}}}
+    body = raw.put(body)
+    raw.put({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "llm", "namespace": NS, "resourceVersion": "1"},  # a user's: none of our labels
+             "spec": {"rules": [{"backendRefs": [{"name": "m-stable", "port": 8000, "weight": 100},
+                                                 {"name": "m-canary", "port": 8000, "weight": 0}]}]}})
+    _watch(raw, caches)  # the route's informer lists it
+    reconcile(kube, body)
+    assert {kind for verb, kind, _ in raw.log if verb == "apply"} >= {"Service", "Deployment"}
+    assert ("get", "HTTPRoute") not in raw.reads, "the route was read from the API though its cache was synced"
+    deploy = raw.find("Deployment")[0]
+    deploy["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "terminatingReplicas": 0}
+    raw.put(deploy)
+    _watch(raw, caches)
+    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+    reconcile(kube, body)
+    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+    assert body is not None and body["status"]["readyReplicas"] == 2
+    assert {s["metadata"]["name"] for s in raw.find("Service")} >= {"m-stable", "m-canary"}
+    raw.reads.clear()
+    writes = raw.writes
+    for _ in range(3):
+        reconcile(kube, body)
+    assert raw.reads == [], "a steady-state reconcile of a canary on a route read from the API"
+    assert raw.writes == writes, raw.log[writes:]

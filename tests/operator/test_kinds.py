@@ -62,6 +62,27 @@ def test_children_are_cached_by_informers_and_kopf_watches_the_rest() -> None:
     assert {p for p, _, _ in started} == always
     assert {k.plural for k in registry.WATCHED} <= always
     assert {s for _, _, s in started} == {"app.kubernetes.io/managed-by=triton-llm-operator"}
+    # A user's HTTPRoute carries none of our labels: its informer (started while the CRD is served) selects all.
+    route = registry.kind("HTTPRoute")
+    assert registry.OPTIONAL[route.crd or ""] is route
+    caches.start_kind(route)
+    assert started[-1] == ("httproutes", None, "")
+
+
+def test_a_route_event_requeues_the_llmdeployments_that_name_the_route() -> None:
+    from llm_operator.handlers import _naming
+
+    def body(route: str | None) -> dict[str, object]:
+        canary = {"steps": [{"setWeight": 10}]}
+        if route:
+            canary["trafficRouting"] = {"gatewayAPI": {"httpRoute": route}}  # type: ignore[assignment]
+        return {"spec": {"rollout": {"strategy": "Canary", "canary": canary}}}
+
+    bodies = {("a", "m1"): body("llm"), ("a", "m2"): body("other"), ("b", "m3"): body("llm"), ("a", "m4"): body(None),
+              ("a", "m5"): {"spec": {}}}
+    assert _naming(bodies, "HTTPRoute", "a", "llm") == [("a", "m1")]
+    assert _naming(bodies, "HTTPRoute", "c", "llm") == []
+    assert _naming(bodies, "ConfigMap", "a", "llm") == []
 
 
 def test_paths_come_from_the_registry() -> None:

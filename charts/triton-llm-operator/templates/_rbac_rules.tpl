@@ -61,7 +61,7 @@ cluster_role_rules()); do not edit. tests/unit/test_chart.py fails when it is st
   verbs: [create]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 {{- end }}
 {{- define "triton-llm-operator.rules.ownNamespace" -}}
 - apiGroups: [coordination.k8s.io]
