@@ -27,8 +27,8 @@ import pytest
 import yaml
 from llm_operator import images
 
-from e2e.pytest_plugin import Cluster
-from tests.e2e.test_chart_install import CHART, adopt_crd, forbidden, http_get, pod_args
+from e2e.pytest_plugin import Cluster, denials
+from tests.e2e.test_chart_install import CHART, adopt_crd, http_get, pod_args
 from tests.e2e.test_operator import apply, llmd, wait_condition
 from tests.unit.test_chart import helm
 
@@ -139,7 +139,7 @@ def test_chart_operator_deployment_under_kube_play_reconciles_to_ready(
         print(f"FIGURE operator pod: kube play to LLMDeployment Ready {time.monotonic() - started:.1f}s")
         assert "llmop_" in http_get(metrics_url)
         logs = podman("logs", container, check=False)
-        assert not forbidden(logs), "\n".join(forbidden(logs)[:20])
+        assert not denials(logs), "\n".join(denials(logs)[:20])
     finally:
         podman("kube", "down", str(kube), check=False)
         helm("uninstall", release, "--namespace", namespace, home=tmp_path, kubeconfig=cluster.kubeconfig,
