@@ -410,6 +410,11 @@ def operator_run(kube_factory: Callable[[], Any], n: int, ns: str, workers: int,
         "rss_mb": op.peak_rss / 2**20,
     }
     result.update(steady_check(n + 1, ns, kubeconfig, workers, log))
+    # The same with glibc's default malloc arenas (8 per core; `llmctl run` caps them at 2 unless
+    # MALLOC_ARENA_MAX is set), side by side: what the cap saves.
+    result["steady_rss_mb_default_arenas"] = steady_check(
+        n + 1, ns, kubeconfig, workers, log, env={"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))}
+    )["steady_rss_mb"]
     if unrelated:
         # Objects the operator has nothing to do with, in the very namespace it watches: its memory must not
         # grow with them (its child caches select by label on the server).
@@ -433,10 +438,12 @@ def make_unrelated(kube: Kube, ns: str, count: int) -> None:
         list(pool.map(create, range(count)))
 
 
-def steady_check(objects: int, ns: str, kubeconfig: str, workers: int, log: Path) -> dict[str, Any]:
+def steady_check(objects: int, ns: str, kubeconfig: str, workers: int, log: Path,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
     """A fresh operator reconciles every (unchanged) object at start-up and again on its periodic resync."""
     op = OperatorProcess(ns=ns, kubeconfig=kubeconfig, log=log,
-                         env={"LLMOPS_WORKERS": str(workers), "LLMOPS_RESYNC_SECONDS": str(RESYNC_SECONDS)})
+                         env={"LLMOPS_WORKERS": str(workers), "LLMOPS_RESYNC_SECONDS": str(RESYNC_SECONDS),
+                              **(env or {})})
     try:
         deadline = time.monotonic() + 600
         while counted(scrape(op.port), "llmop_reconcile_total") < objects and time.monotonic() < deadline:
