@@ -67,6 +67,11 @@ class Served:
                 out[key] = out.get(key, 0.0) + float(m.group(3))
         return out
 
+    def stop_cleanly(self) -> None:
+        """Stop with SIGINT and require exit status 0, showing the server's last log lines otherwise."""
+        code = self.stop()
+        assert code == 0, f"llmctl serve exited with {code}:\n{self.log.read_text(errors='replace')[-4000:]}"
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

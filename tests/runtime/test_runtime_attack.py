@@ -32,7 +32,7 @@ def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                     str(BATCH), "--max-queue-size", str(QUEUE), "--max-inflight", str(MAX_INFLIGHT),
                     "--exit-timeout", "10")
     yield s
-    assert s.stop() == 0
+    s.stop_cleanly()
 
 
 def _front_metrics(s: Served) -> dict[str, float]:

@@ -40,7 +40,7 @@ def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "10",
     )
     yield s
-    assert s.stop() == 0
+    s.stop_cleanly()
 
 
 @pytest.fixture
@@ -392,7 +392,7 @@ def test_queue_timeout_refuses_a_request_when_its_time_is_up(tmp_path: Path) -> 
             assert "server is at capacity: the request waited more than 0.3s in the queue" in message
         assert post_json(f"{s.openai_base}/completions", short_oa)[0] == 200
     finally:
-        assert s.stop() == 0
+        s.stop_cleanly()
 
 
 def test_bad_input_gets_4xx_naming_the_fix_while_good_requests_succeed(served: Served) -> None:
