@@ -24,6 +24,7 @@ import copy
 import logging
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -330,7 +331,7 @@ class Caches:
 
     def __init__(self, kube: Kube, *, label_selector: str, namespaces: Iterable[str] = (),
                  on_event: Callable[[registry.Kind, str, Mapping[str, Any]], None] | None = None,
-                 informer: Callable[..., Informer] | None = None) -> None:
+                 informer: Callable[..., Informer] | None = None, optional_grace: float = 10.0) -> None:
         self.kube = kube
         self._make = informer or Informer  # unit tests pass informers that run no thread
         self.label_selector = label_selector
@@ -340,15 +341,41 @@ class Caches:
         self._lock = threading.Lock()
         self._informers: dict[str, list[Informer]] = {}
         self._stopped = False
+        self.optional_grace = optional_grace
+        # Optional kinds found served at start-up: reconciles wait for their first list until this deadline.
+        self._gated: dict[str, float] = {}
 
     def start(self, kinds: Iterable[registry.Kind] = ()) -> None:
         for k in kinds or [k for k in registry.CHILDREN if k.crd is None]:
             self.start_kind(k)
 
-    def start_kind(self, k: registry.Kind) -> None:
+    def start_served(self) -> frozenset[str]:
+        """Start the informers of the optional kinds whose CRD is served now, and make the first reconciles wait
+        for their first list (at most ``optional_grace`` seconds). Without this, reconciles that ran before
+        kopf's CRD watch reported the CRD read those kinds from the API, and took the kind for not installed (a
+        KEDA model flipped to KEDANotInstalled and back at every start). One request per optional CRD; a
+        failed one leaves that kind to the CRD watch, as before. Returns the kinds found served."""
+        path = _path("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, None, None)
+        served = set()
+        for crd, k in registry.OPTIONAL.items():
+            WATCH_REQUESTS.labels("CustomResourceDefinition", "list").inc()
+            self.kube.record_call("GET", path)
+            try:
+                found = self.kube.send("GET", path, query=[("fieldSelector", f"metadata.name={crd}")])
+            except KubeError as exc:
+                log.warning("could not tell whether CRD %s is served (%s); its kind waits for the CRD watch", crd, exc)
+                continue
+            if any(_established(item) for item in (found or {}).get("items") or []):
+                self.start_kind(k, gate=True)
+                served.add(k.kind)
+        return frozenset(served)
+
+    def start_kind(self, k: registry.Kind, *, gate: bool = False) -> None:
         with self._lock:
             if self._stopped or k.kind in self._informers:
                 return
+            if gate:
+                self._gated[k.kind] = time.monotonic() + self.optional_grace
             handler = self._on_event
             on_event: EventHandler | None = None
             if handler is not None and k.watched:
@@ -386,11 +413,13 @@ class Caches:
         return all(i.synced.wait(timeout) for i in informers)
 
     def synced(self) -> bool:
-        """The always-served kinds have their first list in. An optional kind (a monitor CRD that appeared
-        later) is read from the API until its informer syncs, so a CRD that never serves cannot stall anything."""
+        """The always-served kinds have their first list in, and so have the optional kinds found served at
+        start-up (or ``optional_grace`` has passed). An optional kind whose CRD appears later is read from the
+        API until its informer syncs: a CRD that never serves cannot stall anything."""
+        now = time.monotonic()
         with self._lock:
             return all(i.synced.is_set() for kind, group in self._informers.items()
-                       if registry.kind(kind).crd is None for i in group)
+                       if registry.kind(kind).crd is None or self._gated.get(kind, 0.0) > now for i in group)
 
     def informer(self, kind: str, namespace: str | None) -> Informer | None:
         """The synced informer that holds every ``kind`` object of ``namespace`` (None: of all namespaces)."""
@@ -516,6 +545,11 @@ class CachedKube:
     def _narrower(self, kind: str, selector: str | None) -> bool:
         asked = dict(parse_selector_terms(selector))
         return all(asked.get(k) == v for k, v in parse_selector_terms(self._selector(kind)))
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or [])
 
 
 def parse_selector_terms(selector: str | None) -> list[tuple[str, str]]:

@@ -85,6 +85,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
     )
     memo.caches = caches
     caches.start()
+    # Optional kinds whose CRD is served already are known before the first reconcile, not when kopf's CRD
+    # watch gets to them (crd_event then finds nothing new).
+    controller.monitor_kinds = caches.start_served()
     if election is not None:
         elector = LeaderElector(KubeLeaseAPI(kube, election.namespace, election.lease_name), election,
                                 on_started_leading=controller.started_leading)

@@ -219,3 +219,68 @@ def test_a_canary_on_a_gateway_route_reads_the_route_from_its_cache_in_the_stead
         reconcile(kube, body)
     assert raw.reads == [], "a steady-state reconcile of a canary on a route read from the API"
     assert raw.writes == writes, raw.log[writes:]
+
+
+class _Unsynced(_Synced):
+    """An informer whose first list has not come in yet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.synced = _Switch()  # type: ignore[assignment]
+
+
+class _Switch:
+    def __init__(self) -> None:
+        self.on = False
+
+    def is_set(self) -> bool:
+        return self.on
+
+
+class _CRDs:
+    """Answers the start-up question "is CRD X served?" as the API server's fieldSelector list would."""
+
+    def __init__(self, served: dict[str, bool]) -> None:
+        self.served = served  # CRD name -> Established
+        self.asked: list[str] = []
+
+    def record_call(self, verb: str, path: str) -> None:
+        pass
+
+    def send(self, method: str, path: str, *, query: list[tuple[str, str]]) -> dict[str, Any]:
+        name = dict(query)["fieldSelector"].removeprefix("metadata.name=")
+        self.asked.append(name)
+        if name not in self.served:
+            return {"items": []}
+        status = "True" if self.served[name] else "False"
+        return {"items": [{"metadata": {"name": name},
+                           "status": {"conditions": [{"type": "Established", "status": status}]}}]}
+
+
+def test_optional_kinds_served_at_start_up_are_cached_before_the_first_reconcile() -> None:
+    route_crd, keda_crd = registry.kind("HTTPRoute").crd, registry.kind("ScaledObject").crd
+    assert route_crd and keda_crd
+    kube = _CRDs({route_crd: True, keda_crd: False})  # KEDA's CRD exists but is not Established
+    caches = Caches(kube, label_selector=CHILD_SELECTOR, informer=_Unsynced, optional_grace=60)  # type: ignore[arg-type]
+    caches.start()
+    assert caches.start_served() == frozenset({"HTTPRoute"})
+    assert sorted(kube.asked) == sorted(registry.OPTIONAL)  # one question per optional CRD
+    children = [i for k in registry.CHILDREN if k.crd is None for i in caches._informers[k.kind]]
+    for informer in children:
+        informer.synced.on = True  # type: ignore[attr-defined]
+    assert not caches.synced(), "reconciles started before the route cache had its first list"
+    caches._informers["HTTPRoute"][0].synced.on = True  # type: ignore[attr-defined]
+    assert caches.synced()
+    assert "ScaledObject" not in caches._informers and "PodMonitor" not in caches._informers
+
+
+def test_an_optional_cache_that_never_syncs_stalls_reconciles_for_the_grace_period_only() -> None:
+    route_crd = registry.kind("HTTPRoute").crd or ""
+    caches = Caches(_CRDs({route_crd: True}), label_selector=CHILD_SELECTOR, informer=_Unsynced,  # type: ignore[arg-type]
+                    optional_grace=0.0)
+    caches.start()
+    caches.start_served()
+    for k in registry.CHILDREN:
+        for informer in caches._informers.get(k.kind, []):
+            informer.synced.on = True  # type: ignore[attr-defined]
+    assert caches.synced(), "a route cache that cannot sync held the reconciles past the grace period"
