@@ -346,7 +346,7 @@ class Caches:
         self._gated: dict[str, float] = {}
 
     def start(self, kinds: Iterable[registry.Kind] = ()) -> None:
-        for k in kinds or [k for k in registry.CHILDREN if k.crd is None]:
+        for k in kinds or [k for k in registry.CACHED if k.crd is None]:
             self.start_kind(k)
 
     def start_served(self) -> frozenset[str]:
@@ -430,8 +430,6 @@ class Caches:
         else:
             found = next((i for i in group if namespace is not None and i.namespace == namespace), None)
         return found if found is not None and found.synced.is_set() else None
-
-
 
 
 class CachedKube:

@@ -89,14 +89,13 @@ class NodeFacts:
         unbound: dict[tuple[str, str], int] = {}
         ours: dict[tuple[str, str], int] = {}
         for node, pod in pods:
-            if pod.get("instance"):
-                owner = (str(pod.get("namespace")), str(pod["instance"]))
+            owner = (str(pod.get("namespace")), str(pod["instance"])) if pod.get("instance") else None
+            if owner is not None:
                 ours[owner] = ours.get(owner, 0) + 1
             if node:
                 used[node] = used.get(node, 0) + int(pod.get("gpus", 0))
-            elif pod.get("instance"):
-                key = (str(pod.get("namespace")), str(pod["instance"]))
-                unbound[key] = unbound.get(key, 0) + int(pod.get("gpus", 0))
+            elif owner is not None:
+                unbound[owner] = unbound.get(owner, 0) + int(pod.get("gpus", 0))
         return cls(products, extended, tuple(gpu_nodes), used, unbound, ours)
 
     def room(self, llmd: LLMDeployment, namespace: str) -> tuple[int, str]:

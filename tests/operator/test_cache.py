@@ -107,6 +107,29 @@ def _watch(raw: _CountingKube, caches: Caches) -> None:
                 informer.store.upsert(copy.deepcopy(obj))
 
 
+def _pods_ready(raw: _CountingKube, kube: CachedKube, caches: Caches) -> dict[str, Any]:
+    """The Deployment controller reports both pods ready, the watches deliver it, and a reconcile writes Ready;
+    the LLMDeployment as it is then."""
+    deploy = raw.find("Deployment")[0]
+    deploy["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "terminatingReplicas": 0}
+    raw.put(deploy)
+    _watch(raw, caches)
+    reconcile(kube, raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS,
+                            name="m"))
+    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
+    assert body is not None and body["status"]["readyReplicas"] == 2
+    return body
+
+
+def _three_steady_passes_send_nothing(raw: _CountingKube, kube: CachedKube, body: dict[str, Any]) -> None:
+    raw.reads.clear()
+    writes = raw.writes
+    for _ in range(3):
+        reconcile(kube, body)
+    assert raw.reads == [], "a steady-state reconcile read from the API"
+    assert raw.writes == writes, raw.log[writes:]
+
+
 def _llmd(raw: FakeKube) -> dict[str, Any]:
     return raw.put({"apiVersion": "serving.llmops.dev/v1alpha1", "kind": "LLMDeployment",
                     "metadata": {"name": "m", "namespace": NS, "generation": 1},
@@ -125,20 +148,8 @@ def test_a_steady_state_reconcile_through_the_caches_sends_no_request() -> None:
     # Creation reads each missing child from the API once: an object of that name without our labels (a user's)
     # must be reported, not overwritten; the cache cannot know about it.
     assert {("get", "ConfigMap"), ("get", "Service")} <= set(raw.reads)
-    deploy = raw.find("Deployment")[0]
-    deploy["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "terminatingReplicas": 0}
-    raw.put(deploy)  # the Deployment controller's pods became ready
-    _watch(raw, caches)
-    reconcile(kube, raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS,
-                            name="m"))  # Ready: a status write
-    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
-    assert body is not None and body["status"]["readyReplicas"] == 2
-    raw.reads.clear()
-    writes = raw.writes
-    for _ in range(3):
-        reconcile(kube, body)
-    assert raw.reads == [], "a steady-state reconcile read from the API"
-    assert raw.writes == writes, raw.log[writes:]
+    body = _pods_ready(raw, kube, caches)
+    _three_steady_passes_send_nothing(raw, kube, body)
     assert kube.cache_reads_by_namespace[NS] > 0
 
 
@@ -204,21 +215,9 @@ def test_a_canary_on_a_gateway_route_reads_the_route_from_its_cache_in_the_stead
     reconcile(kube, body)
     assert {kind for verb, kind, _ in raw.log if verb == "apply"} >= {"Service", "Deployment"}
     assert ("get", "HTTPRoute") not in raw.reads, "the route was read from the API though its cache was synced"
-    deploy = raw.find("Deployment")[0]
-    deploy["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "terminatingReplicas": 0}
-    raw.put(deploy)
-    _watch(raw, caches)
-    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
-    reconcile(kube, body)
-    body = raw.get(api_version="serving.llmops.dev/v1alpha1", kind="LLMDeployment", namespace=NS, name="m")
-    assert body is not None and body["status"]["readyReplicas"] == 2
+    body = _pods_ready(raw, kube, caches)
     assert {s["metadata"]["name"] for s in raw.find("Service")} >= {"m-stable", "m-canary"}
-    raw.reads.clear()
-    writes = raw.writes
-    for _ in range(3):
-        reconcile(kube, body)
-    assert raw.reads == [], "a steady-state reconcile of a canary on a route read from the API"
-    assert raw.writes == writes, raw.log[writes:]
+    _three_steady_passes_send_nothing(raw, kube, body)
 
 
 class _Unsynced(_Synced):
